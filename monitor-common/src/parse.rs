@@ -1,0 +1,303 @@
+//! The one packet parser, shared by the XDP program, the TC program and the host.
+//!
+//! It is generic over [`Packet`], a "read N bytes at offset" accessor, so the same header
+//! walk runs on bounds-checked packet pointers (XDP), on `bpf_skb_load_bytes` (TC) and on
+//! a byte slice (unit tests, fuzzing, the differential test against etherparse).
+//!
+//! Every read is bounds-checked twice: by the accessor against the buffer, and here
+//! against the end the IP header declares, so trailing Ethernet padding is never parsed
+//! as a header and a header that runs past its IP packet is `malformed`.
+
+use crate::layout::{L4, Reason};
+
+/// VLAN tags walked before the ethertype: 802.1Q (0x8100) and 802.1ad (0x88a8).
+pub const MAX_VLAN_TAGS: usize = 2;
+/// IPv6 extension headers walked before giving up with [`Reason::Ipv6ExtLimit`].
+///
+/// RFC 8200 section 4.1 recommends at most one of each kind (a destination-options
+/// header may appear twice): hop-by-hop, destination, routing, fragment, AH, destination
+/// gives six. Eight leaves room for a tunnel's own headers while keeping the verifier's
+/// walk short.
+pub const MAX_IPV6_EXT_HEADERS: usize = 8;
+
+const ETHERTYPE_IPV4: u16 = 0x0800;
+const ETHERTYPE_IPV6: u16 = 0x86dd;
+const ETHERTYPE_VLAN: u16 = 0x8100;
+const ETHERTYPE_QINQ: u16 = 0x88a8;
+
+const ETH_HEADER_LEN: usize = 14;
+const VLAN_TAG_LEN: usize = 4;
+const IPV4_MIN_HEADER_LEN: usize = 20;
+const IPV6_HEADER_LEN: usize = 40;
+const TCP_MIN_HEADER_LEN: usize = 20;
+const UDP_HEADER_LEN: usize = 8;
+
+const IPPROTO_HOPOPTS: u8 = 0;
+const IPPROTO_ICMP: u8 = 1;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+const IPPROTO_ROUTING: u8 = 43;
+const IPPROTO_FRAGMENT: u8 = 44;
+const IPPROTO_AH: u8 = 51;
+const IPPROTO_ICMPV6: u8 = 58;
+const IPPROTO_DSTOPTS: u8 = 60;
+
+const TCP_FLAG_SYN: u8 = 0x02;
+const TCP_FLAG_ACK: u8 = 0x10;
+
+/// Read access to a packet, from its first byte (the Ethernet header).
+pub trait Packet {
+    /// The `N` bytes at `offset`, or `None` when the packet is shorter than `offset + N`.
+    fn read<const N: usize>(&self, offset: usize) -> Option<[u8; N]>;
+}
+
+impl Packet for [u8] {
+    #[inline]
+    fn read<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
+        let end = offset.checked_add(N)?;
+        let bytes = self.get(offset..end)?;
+        let mut out = [0u8; N];
+        out.copy_from_slice(bytes);
+        Some(out)
+    }
+}
+
+/// What the parser concluded about one packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Parsed {
+    /// A TCP or UDP packet, counted under its destination port.
+    Port {
+        /// TCP or UDP.
+        l4: L4,
+        /// Destination port.
+        port: u16,
+        /// TCP SYN set and ACK clear.
+        syn: bool,
+        /// Offset of the L4 payload from the start of the frame (all headers' length).
+        payload_offset: u16,
+    },
+    /// Not counted under a port.
+    Unparsed {
+        /// Why.
+        reason: Reason,
+        /// The IP protocol, for [`Reason::Icmp`] and [`Reason::OtherL4`].
+        ip_protocol: Option<u8>,
+    },
+}
+
+impl Parsed {
+    const fn reason(reason: Reason) -> Parsed {
+        Parsed::Unparsed {
+            reason,
+            ip_protocol: None,
+        }
+    }
+
+    const MALFORMED: Parsed = Parsed::reason(Reason::Malformed);
+}
+
+#[inline(always)]
+fn be16(hi: u8, lo: u8) -> u16 {
+    u16::from_be_bytes([hi, lo])
+}
+
+/// Parses one frame of `frame_len` bytes, starting at its Ethernet header.
+#[inline(always)]
+pub fn parse<P: Packet + ?Sized>(packet: &P, frame_len: usize) -> Parsed {
+    let Some(eth) = packet.read::<ETH_HEADER_LEN>(0) else {
+        return Parsed::MALFORMED;
+    };
+    let mut ethertype = be16(eth[12], eth[13]);
+    let mut offset = ETH_HEADER_LEN;
+    for _ in 0..MAX_VLAN_TAGS {
+        if ethertype != ETHERTYPE_VLAN && ethertype != ETHERTYPE_QINQ {
+            break;
+        }
+        // The tag: TCI (2 bytes), then the inner ethertype.
+        let Some(tag) = packet.read::<VLAN_TAG_LEN>(offset) else {
+            return Parsed::MALFORMED;
+        };
+        ethertype = be16(tag[2], tag[3]);
+        offset += VLAN_TAG_LEN;
+    }
+    match ethertype {
+        ETHERTYPE_IPV4 => parse_ipv4(packet, offset, frame_len),
+        ETHERTYPE_IPV6 => parse_ipv6(packet, offset, frame_len),
+        // Includes a third VLAN tag: we do not look past two.
+        _ => Parsed::reason(Reason::NonIp),
+    }
+}
+
+#[inline(always)]
+fn parse_ipv4<P: Packet + ?Sized>(packet: &P, offset: usize, frame_len: usize) -> Parsed {
+    let Some(ip) = packet.read::<IPV4_MIN_HEADER_LEN>(offset) else {
+        return Parsed::MALFORMED;
+    };
+    if ip[0] >> 4 != 4 {
+        return Parsed::MALFORMED;
+    }
+    let header_len = usize::from(ip[0] & 0x0f) * 4;
+    let total_len = usize::from(be16(ip[2], ip[3]));
+    if header_len < IPV4_MIN_HEADER_LEN || total_len < header_len || offset + total_len > frame_len
+    {
+        return Parsed::MALFORMED;
+    }
+    let flags_and_offset = be16(ip[6], ip[7]);
+    if flags_and_offset & 0x1fff != 0 {
+        return Parsed::reason(Reason::Fragment);
+    }
+    let more_fragments = flags_and_offset & 0x2000 != 0;
+    let protocol = ip[9];
+    if protocol == IPPROTO_ICMP {
+        return icmp(protocol);
+    }
+    parse_l4(
+        packet,
+        protocol,
+        offset + header_len,
+        offset + total_len,
+        more_fragments,
+    )
+}
+
+#[inline(always)]
+fn parse_ipv6<P: Packet + ?Sized>(packet: &P, offset: usize, frame_len: usize) -> Parsed {
+    // Version, payload length and next header sit in the first 8 bytes; the addresses
+    // are not needed, only their presence (checked through `end`).
+    let Some(ip) = packet.read::<8>(offset) else {
+        return Parsed::MALFORMED;
+    };
+    if ip[0] >> 4 != 6 {
+        return Parsed::MALFORMED;
+    }
+    let end = offset + IPV6_HEADER_LEN + usize::from(be16(ip[4], ip[5]));
+    if end > frame_len {
+        return Parsed::MALFORMED;
+    }
+    let mut next_header = ip[6];
+    let mut cursor = offset + IPV6_HEADER_LEN;
+    let mut more_fragments = false;
+    for _ in 0..MAX_IPV6_EXT_HEADERS {
+        let header_len = match next_header {
+            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
+                // RFC 8200: Hdr Ext Len in 8-octet units, not counting the first 8.
+                let Some(ext) = read_within::<P, 2>(packet, cursor, end) else {
+                    return Parsed::MALFORMED;
+                };
+                next_header = ext[0];
+                (usize::from(ext[1]) + 1) * 8
+            }
+            IPPROTO_AH => {
+                // RFC 4302: Payload Len in 4-octet units, minus 2.
+                let Some(ext) = read_within::<P, 2>(packet, cursor, end) else {
+                    return Parsed::MALFORMED;
+                };
+                next_header = ext[0];
+                (usize::from(ext[1]) + 2) * 4
+            }
+            IPPROTO_FRAGMENT => {
+                let Some(ext) = read_within::<P, 8>(packet, cursor, end) else {
+                    return Parsed::MALFORMED;
+                };
+                let offset_and_flags = be16(ext[2], ext[3]);
+                if offset_and_flags >> 3 != 0 {
+                    return Parsed::reason(Reason::Fragment);
+                }
+                more_fragments = offset_and_flags & 1 != 0;
+                next_header = ext[0];
+                8
+            }
+            IPPROTO_ICMPV6 => return icmp(next_header),
+            _ => return parse_l4(packet, next_header, cursor, end, more_fragments),
+        };
+        cursor += header_len;
+        if cursor > end {
+            return Parsed::MALFORMED;
+        }
+    }
+    match next_header {
+        IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_AH | IPPROTO_FRAGMENT => {
+            Parsed::reason(Reason::Ipv6ExtLimit)
+        }
+        IPPROTO_ICMPV6 => icmp(next_header),
+        _ => parse_l4(packet, next_header, cursor, end, more_fragments),
+    }
+}
+
+#[inline(always)]
+fn icmp(ip_protocol: u8) -> Parsed {
+    Parsed::Unparsed {
+        reason: Reason::Icmp,
+        ip_protocol: Some(ip_protocol),
+    }
+}
+
+/// Parses the L4 header at `offset`, which must end by `end` (the end of the IP packet).
+///
+/// `more_fragments` marks a first fragment: its UDP length covers the whole datagram,
+/// not just this fragment, so it is not checked against `end`.
+#[inline(always)]
+fn parse_l4<P: Packet + ?Sized>(
+    packet: &P,
+    protocol: u8,
+    offset: usize,
+    end: usize,
+    more_fragments: bool,
+) -> Parsed {
+    match protocol {
+        IPPROTO_TCP => {
+            let Some(tcp) = read_within::<P, 14>(packet, offset, end) else {
+                return Parsed::MALFORMED;
+            };
+            let header_len = usize::from(tcp[12] >> 4) * 4;
+            if header_len < TCP_MIN_HEADER_LEN || offset + header_len > end {
+                return Parsed::MALFORMED;
+            }
+            let flags = tcp[13];
+            Parsed::Port {
+                l4: L4::Tcp,
+                port: be16(tcp[2], tcp[3]),
+                syn: flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN,
+                // Headers end before the IP packet does, which ends within 64 KiB + headers.
+                #[expect(clippy::cast_possible_truncation, reason = "bounded by the IP length")]
+                payload_offset: (offset + header_len) as u16,
+            }
+        }
+        IPPROTO_UDP => {
+            let Some(udp) = read_within::<P, UDP_HEADER_LEN>(packet, offset, end) else {
+                return Parsed::MALFORMED;
+            };
+            let udp_len = usize::from(be16(udp[4], udp[5]));
+            if udp_len < UDP_HEADER_LEN || (!more_fragments && offset + udp_len > end) {
+                return Parsed::MALFORMED;
+            }
+            Parsed::Port {
+                l4: L4::Udp,
+                port: be16(udp[2], udp[3]),
+                syn: false,
+                #[expect(clippy::cast_possible_truncation, reason = "bounded by the IP length")]
+                payload_offset: (offset + UDP_HEADER_LEN) as u16,
+            }
+        }
+        _ => Parsed::Unparsed {
+            reason: Reason::OtherL4,
+            ip_protocol: Some(protocol),
+        },
+    }
+}
+
+/// Reads `N` bytes at `offset` only if they end by `end`, the end of the enclosing IP packet.
+#[inline(always)]
+fn read_within<P: Packet + ?Sized, const N: usize>(
+    packet: &P,
+    offset: usize,
+    end: usize,
+) -> Option<[u8; N]> {
+    if offset + N > end {
+        return None;
+    }
+    packet.read::<N>(offset)
+}
+
+#[cfg(test)]
+mod tests;

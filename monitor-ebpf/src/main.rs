@@ -1,0 +1,69 @@
+//! portmon's kernel programs. Entry points are thin: parse with the shared parser,
+//! count, and always let the packet pass. A passive monitor never drops or changes a packet.
+#![no_std]
+#![no_main]
+#![feature(core_intrinsics)]
+#![expect(
+    internal_features,
+    reason = "atomic_xadd: the BPF target lacks CAS, so AtomicU64::fetch_add is unavailable"
+)]
+
+mod access;
+mod count;
+
+use aya_ebpf::{
+    bindings::{TC_ACT_OK, xdp_action::XDP_PASS},
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
+use monitor_common::{layout::Direction, parse::parse};
+
+use crate::{
+    access::{SkbPacket, XdpPacket},
+    count::count,
+};
+
+/// Ingress: every frame the interface receives, before the stack sees it.
+#[xdp]
+pub fn portmon_xdp(ctx: XdpContext) -> u32 {
+    let packet = XdpPacket::new(&ctx);
+    let frame_len = XdpPacket::opaque_len(&ctx);
+    let parsed = parse(&packet, frame_len);
+    count(&ctx, Direction::Ingress, &parsed, frame_len as u64, 1);
+    XDP_PASS
+}
+
+/// Egress: every packet the stack sends, before segmentation offload.
+#[classifier]
+pub fn portmon_tc_egress(ctx: TcContext) -> i32 {
+    count_skb(&ctx, Direction::Egress);
+    TC_ACT_OK
+}
+
+/// Ingress through TC, for interfaces whose XDP hook another program already holds.
+#[classifier]
+pub fn portmon_tc_ingress(ctx: TcContext) -> i32 {
+    count_skb(&ctx, Direction::Ingress);
+    TC_ACT_OK
+}
+
+#[inline(always)]
+fn count_skb(ctx: &TcContext, direction: Direction) {
+    let packet = SkbPacket::new(ctx);
+    let frame_len = ctx.len() as usize;
+    let parsed = parse(&packet, frame_len);
+    // A GSO super-packet leaves as `gso_segs` wire packets, each repeating the headers.
+    let segments = u64::from(packet.gso_segs().max(1));
+    let wire_bytes = count::wire_bytes(&parsed, frame_len as u64, segments);
+    count(ctx, direction, &parsed, wire_bytes, segments);
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,207 @@
+//! Loading the kernel programs: sizing the counter map for this host, setting the
+//! load-time globals, and forwarding kernel-side log records.
+
+use aya::{Ebpf, EbpfLoader, maps::Map, programs::ProgramError};
+use log::{info, warn};
+use monitor_common::layout::{
+    self, COUNTERS_MAP, DEFAULT_MAX_SLICES, GLOBAL_DEBUG, GLOBAL_SHARED_SLICES, GLOBAL_SLICE_COUNT,
+    SlicePlan,
+};
+
+use crate::counters::{CounterMap, CounterMapError};
+
+/// The kernel programs, compiled by `build.rs` for the BPF target.
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/portmon"));
+
+/// Program names in the object.
+pub const XDP_PROGRAM: &str = "portmon_xdp";
+/// The TC egress program.
+pub const TC_EGRESS_PROGRAM: &str = "portmon_tc_egress";
+/// The TC ingress program (used where the XDP hook is taken).
+pub const TC_INGRESS_PROGRAM: &str = "portmon_tc_ingress";
+
+/// The largest slice cap accepted: keeps `slices * SLICE_ENTRIES` within `u32`.
+pub const MAX_SLICES_LIMIT: u32 = 1024;
+
+/// How to load the programs.
+#[derive(Clone, Copy, Debug)]
+pub struct LoadOptions {
+    /// Cap on counter slices (see `monitor_common::layout`).
+    pub max_slices: u32,
+    /// Per-packet debug logging in the kernel programs.
+    pub debug: bool,
+    /// Override of the number of possible CPUs, for memory benchmarks; `None` reads sysfs.
+    pub possible_cpus: Option<u32>,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            max_slices: DEFAULT_MAX_SLICES,
+            debug: false,
+            possible_cpus: None,
+        }
+    }
+}
+
+/// Errors while loading the data plane.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The possible-CPU count could not be read.
+    #[error("reading {path}: {source}")]
+    PossibleCpus {
+        /// The sysfs file.
+        path: &'static str,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The slice cap is out of range.
+    #[error("max slices must be between 1 and {MAX_SLICES_LIMIT}, got {0}")]
+    MaxSlices(u32),
+    /// The object could not be loaded (map creation, relocation, BTF).
+    #[error("loading the eBPF object: {0}")]
+    Ebpf(#[from] aya::EbpfError),
+    /// A program is missing from the object or was rejected by the verifier.
+    #[error("loading program {name}: {source}")]
+    Program {
+        /// The program.
+        name: &'static str,
+        /// Why.
+        source: ProgramError,
+    },
+    /// The counter map is missing or could not be mapped.
+    #[error(transparent)]
+    Counters(#[from] CounterMapError),
+}
+
+/// The loaded (not yet attached) kernel programs and their counter map.
+pub struct DataPlane {
+    ebpf: Ebpf,
+    plan: SlicePlan,
+    logger: Option<KernelLogger>,
+}
+
+/// Reader of the kernel programs' aya-log records; poll it when its fd is readable.
+pub type KernelLogger = aya_log::EbpfLogger<&'static dyn log::Log>;
+
+impl DataPlane {
+    /// Loads every program and creates the counter map sized for this host.
+    ///
+    /// # Errors
+    /// See [`LoadError`].
+    pub fn load(options: LoadOptions) -> Result<Self, LoadError> {
+        if options.max_slices == 0 || options.max_slices > MAX_SLICES_LIMIT {
+            return Err(LoadError::MaxSlices(options.max_slices));
+        }
+        let possible_cpus = match options.possible_cpus {
+            Some(cpus) => cpus,
+            None => aya::util::nr_cpus()
+                .map(|cpus| u32::try_from(cpus).unwrap_or(u32::MAX))
+                .map_err(|(path, source)| LoadError::PossibleCpus { path, source })?,
+        };
+        let plan = layout::slice_plan(possible_cpus, options.max_slices);
+        let shared = u32::from(plan.shared);
+        let debug = u32::from(options.debug);
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(COUNTERS_MAP, plan.map_entries())
+            .override_global(GLOBAL_SLICE_COUNT, &plan.slices, true)
+            .override_global(GLOBAL_SHARED_SLICES, &shared, true)
+            .override_global(GLOBAL_DEBUG, &debug, true)
+            .load(OBJECT)?;
+        info!(
+            "counter map: {} slices for {possible_cpus} possible CPUs ({}), {} KiB",
+            plan.slices,
+            if plan.shared {
+                "shared, atomic adds"
+            } else {
+                "one per CPU"
+            },
+            plan.map_bytes() / 1024
+        );
+        // The logger owns the log ring map: it must outlive program loading, or the
+        // programs would reference a closed map fd.
+        let logger = aya_log::EbpfLogger::init(&mut ebpf)
+            .inspect_err(|error| {
+                // Only the kernel-side log is lost; counting is unaffected.
+                warn!("kernel-side logging unavailable: {error}");
+            })
+            .ok();
+        let mut data_plane = Self { ebpf, plan, logger };
+        data_plane.load_programs()?;
+        Ok(data_plane)
+    }
+
+    fn load_programs(&mut self) -> Result<(), LoadError> {
+        let xdp = self.xdp_mut()?;
+        xdp.load().map_err(|source| LoadError::Program {
+            name: XDP_PROGRAM,
+            source,
+        })?;
+        for name in [TC_EGRESS_PROGRAM, TC_INGRESS_PROGRAM] {
+            let tc = self.classifier_mut(name)?;
+            tc.load()
+                .map_err(|source| LoadError::Program { name, source })?;
+        }
+        Ok(())
+    }
+
+    /// The kernel-side log reader, for the daemon to poll. `None` once taken, or when
+    /// the kernel could not provide one.
+    pub fn take_logger(&mut self) -> Option<KernelLogger> {
+        self.logger.take()
+    }
+
+    /// The slice plan the counter map was sized with.
+    #[must_use]
+    pub fn plan(&self) -> SlicePlan {
+        self.plan
+    }
+
+    /// The XDP ingress program.
+    ///
+    /// # Errors
+    /// When the object lacks it (a build problem).
+    pub fn xdp_mut(&mut self) -> Result<&mut aya::programs::Xdp, LoadError> {
+        program_mut(&mut self.ebpf, XDP_PROGRAM)
+    }
+
+    /// A TC program by name.
+    ///
+    /// # Errors
+    /// When the object lacks it (a build problem).
+    pub fn classifier_mut(
+        &mut self,
+        name: &'static str,
+    ) -> Result<&mut aya::programs::SchedClassifier, LoadError> {
+        program_mut(&mut self.ebpf, name)
+    }
+
+    /// Maps the counter map for reading.
+    ///
+    /// # Errors
+    /// When the map is missing or `mmap` fails.
+    pub fn counters(&self) -> Result<CounterMap, LoadError> {
+        let Some(Map::Array(data)) = self.ebpf.map(COUNTERS_MAP) else {
+            return Err(CounterMapError::Missing(COUNTERS_MAP).into());
+        };
+        Ok(CounterMap::new(data, self.plan)?)
+    }
+
+    /// The underlying object, for tests and benchmarks that run programs directly.
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+}
+
+fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, LoadError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    let program = ebpf.program_mut(name).ok_or(LoadError::Program {
+        name,
+        source: ProgramError::UnexpectedProgramType,
+    })?;
+    program
+        .try_into()
+        .map_err(|source| LoadError::Program { name, source })
+}
