@@ -1,1 +1,5 @@
-//! Shared helpers for portmon integration tests.
+//! Shared helpers for portmon's tests that run the real kernel programs.
+
+pub mod frames;
+pub mod netns;
+pub mod testrun;
