@@ -1,0 +1,180 @@
+//! `cargo xtask setup`: installs what a fresh machine lacks, idempotently, saying what it
+//! does. Every other task calls [`ensure`] first, which only installs what is missing.
+
+use std::{fs, path::Path, process::Command};
+
+use anyhow::{Context as _, bail};
+
+use crate::command;
+
+/// Debian packages needed to build the kernel programs (bpf-linker links against LLVM 22).
+const BUILD_PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "libzstd-dev",
+    "zlib1g-dev",
+    "build-essential",
+];
+
+/// Debian packages the tests and benchmarks drive: real peers, real Prometheus.
+const TEST_PACKAGES: &[&str] = &[
+    "iproute2",
+    "util-linux",
+    "prometheus",
+    "nmap",
+    "socat",
+    "ncat",
+    "python3-scapy",
+    "tcpreplay",
+    "hping3",
+    "iperf3",
+];
+
+/// The bpf-linker release known to work with LLVM 22 and these toolchains.
+const BPF_LINKER_VERSION: &str = "0.13.0";
+/// Where Debian puts LLVM 22's tools (llvm-config), which bpf-linker's build needs on PATH.
+const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
+/// The nightly toolchain aya-build compiles the kernel programs with.
+const NIGHTLY: &str = "nightly";
+/// Where portmon pins its maps.
+const BPFFS: &str = "/sys/fs/bpf";
+
+/// `cargo xtask setup`: checks everything and installs what is missing.
+pub fn run() -> anyhow::Result<()> {
+    command::require_root("setup")?;
+    ensure_with(Report::Verbose)
+}
+
+/// Installs whatever is missing, quietly when nothing is.
+pub fn ensure() -> anyhow::Result<()> {
+    ensure_with(Report::OnlyChanges)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Report {
+    Verbose,
+    OnlyChanges,
+}
+
+fn ensure_with(report: Report) -> anyhow::Result<()> {
+    let say = |message: &str| {
+        if report == Report::Verbose {
+            println!("setup: {message}");
+        }
+    };
+    ensure_packages(say)?;
+    ensure_rust_src(say)?;
+    ensure_bpf_linker(say)?;
+    ensure_bpffs(say)?;
+    say("everything is in place");
+    Ok(())
+}
+
+fn ensure_packages(say: impl Fn(&str)) -> anyhow::Result<()> {
+    let missing: Vec<&str> = BUILD_PACKAGES
+        .iter()
+        .chain(TEST_PACKAGES)
+        .copied()
+        .filter(|package| !package_installed(package))
+        .collect();
+    if missing.is_empty() {
+        say("Debian packages: all installed");
+        return Ok(());
+    }
+    command::require_root("setup")?;
+    println!("setup: installing Debian packages: {}", missing.join(" "));
+    command::run(
+        Command::new("apt-get").args(["update", "-q"]),
+        "refreshing the apt package lists (is the network to the Debian mirror up?)",
+    )?;
+    command::run(
+        Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing),
+        "installing Debian packages",
+    )
+}
+
+fn package_installed(package: &str) -> bool {
+    command::output(Command::new("dpkg-query").args(["-W", "-f=${Status}", package]))
+        .is_some_and(|status| status.contains("install ok installed"))
+}
+
+fn ensure_rust_src(say: impl Fn(&str)) -> anyhow::Result<()> {
+    let installed = command::output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--installed",
+        "--toolchain",
+        NIGHTLY,
+    ]));
+    if installed.is_some_and(|list| list.lines().any(|line| line.starts_with("rust-src"))) {
+        say("nightly toolchain with rust-src: installed");
+        return Ok(());
+    }
+    println!("setup: installing the nightly toolchain's rust-src (the BPF target builds core from source)");
+    command::run(
+        Command::new("rustup").args([
+            "toolchain",
+            "install",
+            NIGHTLY,
+            "--profile",
+            "minimal",
+            "--component",
+            "rust-src",
+        ]),
+        "installing nightly rust-src with rustup",
+    )
+}
+
+fn ensure_bpf_linker(say: impl Fn(&str)) -> anyhow::Result<()> {
+    if command::succeeds(Command::new("bpf-linker").arg("--version")) {
+        say("bpf-linker: installed");
+        return Ok(());
+    }
+    println!("setup: building bpf-linker {BPF_LINKER_VERSION} against Debian's LLVM 22 (about a minute)");
+    let path = std::env::var("PATH").unwrap_or_default();
+    command::run(
+        Command::new("cargo")
+            .env("PATH", format!("{LLVM_BIN}:{path}"))
+            .args([
+                "install",
+                "bpf-linker",
+                "--version",
+                BPF_LINKER_VERSION,
+                "--no-default-features",
+                "--features",
+                "llvm-22",
+            ]),
+        "installing bpf-linker (needs llvm-22-dev and libpolly-22-dev)",
+    )?;
+    if !command::succeeds(Command::new("bpf-linker").arg("--version")) {
+        bail!("bpf-linker was installed but is not on PATH: add ~/.cargo/bin to PATH");
+    }
+    Ok(())
+}
+
+fn ensure_bpffs(say: impl Fn(&str)) -> anyhow::Result<()> {
+    if bpffs_mounted()? {
+        say(&format!("bpffs: mounted at {BPFFS}"));
+        return Ok(());
+    }
+    command::require_root("setup")?;
+    println!("setup: mounting bpffs at {BPFFS} (portmon pins its maps there)");
+    fs::create_dir_all(BPFFS).with_context(|| format!("creating {BPFFS}"))?;
+    command::run(
+        Command::new("mount").args(["-t", "bpf", "bpf", BPFFS]),
+        "mounting bpffs",
+    )
+}
+
+fn bpffs_mounted() -> anyhow::Result<bool> {
+    let mounts = fs::read_to_string("/proc/self/mounts").context("reading /proc/self/mounts")?;
+    Ok(mounts.lines().any(|line| {
+        let mut fields = line.split_whitespace();
+        let (_, mount_point, fs_type) = (fields.next(), fields.next(), fields.next());
+        mount_point.is_some_and(|point| Path::new(point) == Path::new(BPFFS))
+            && fs_type == Some("bpf")
+    }))
+}
