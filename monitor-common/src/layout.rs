@@ -179,7 +179,7 @@ impl Reason {
     }
 }
 
-const _: () = assert!(Reason::ALL.len() as u32 <= REASON_SLOTS);
+const _: () = assert!(Reason::ALL.len() <= REASON_SLOTS as usize);
 
 /// Index, within a slice, of the counter for `port` of `l4` seen in `direction`.
 #[inline(always)]
@@ -210,7 +210,7 @@ pub const fn slice_plan(possible_cpus: u32, max_slices: u32) -> SlicePlan {
     let cap = if max_slices == 0 {
         1
     } else {
-        1 << (31 - max_slices.leading_zeros())
+        1 << max_slices.ilog2()
     };
     if cpus <= cap {
         SlicePlan {

@@ -76,8 +76,8 @@ pub enum AttachError {
         hook: String,
         /// The interface.
         interface: String,
-        /// Why.
-        source: ProgramError,
+        /// Why (boxed: aya's error is large and this travels through `Result`s).
+        source: Box<ProgramError>,
     },
 }
 
@@ -102,7 +102,7 @@ pub fn attach_xdp(
             .map_err(|source| AttachError::Attach {
                 hook: format!("xdp {}", in_use.as_str()),
                 interface: interface.to_owned(),
-                source,
+                source: Box::new(source),
             })
     };
     match mode {
@@ -150,7 +150,7 @@ pub fn attach_tc(
         .map_err(|source| AttachError::Attach {
             hook: hook(),
             interface: interface.to_owned(),
-            source,
+            source: Box::new(source),
         })?;
     Ok(mechanism)
 }
