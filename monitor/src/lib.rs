@@ -6,3 +6,4 @@ pub mod attach;
 pub mod cli;
 pub mod counters;
 pub mod dataplane;
+pub mod ports;

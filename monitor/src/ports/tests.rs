@@ -1,0 +1,3 @@
+//! Tests of the policy: the port document's pairs, ranges, resolution and overrides.
+
+use super::*;
