@@ -1,62 +1,288 @@
-//! Command-line interface (placeholder until the daemon lands: attach and print counters).
+//! The `portmon` command line: `portmon run` (the daemon) and `portmon ports` (the port
+//! knowledge, no privileges needed). Flags override the config file; each flag also reads
+//! a `PORTMON_*` environment variable.
 
-use std::{process::ExitCode, time::Duration};
+use std::{io::Write as _, net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
-use aya::programs::TcAttachType;
-use clap::Parser;
-use monitor_common::layout::{Direction, L4};
+use clap::{Args, Parser, Subcommand};
 
 use crate::{
-    attach::{self, XdpMode},
-    dataplane::{DataPlane, LoadOptions, TC_EGRESS_PROGRAM},
+    config::{self, Config, Loaded, XdpModeSetting},
+    daemon::{self, Settings},
+    metrics::budget::BudgetSettings,
+    ports::report,
 };
 
-/// portmon: per-port traffic counters from XDP and TC.
+const RUN_EXAMPLES: &str = "\
+Examples:
+  # every up, non-loopback interface, metrics on 127.0.0.1:9797
+  sudo portmon run
+  # two interfaces, generic XDP, read every 200 ms
+  sudo portmon run --iface eth0 --iface eth1 --xdp-mode generic --interval 200ms
+  # ingress only, metrics on all addresses, settings from a file
+  sudo portmon run --no-egress --listen 0.0.0.0:9797 --config /etc/portmon.toml
+  # the same through the environment (systemd EnvironmentFile=)
+  PORTMON_IFACE=eth0 PORTMON_INTERVAL=5s sudo -E portmon run
+
+Needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (or root). Flags override the config file.
+Scrape it: curl -s http://127.0.0.1:9797/metrics";
+
+const PORTS_EXAMPLES: &str = "\
+Examples:
+  portmon ports                 # the whole security table
+  portmon ports 23 443          # by port
+  portmon ports telnet 53/udp   # by service name, or PORT/PROTO
+  portmon ports 23 --json       # machine-readable
+  portmon ports --config /etc/portmon.toml 8080   # with the file's [[ports]] overrides";
+
+/// portmon: per-port traffic counters from XDP and TC, exported to Prometheus.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(name = "portmon", version, propagate_version = true)]
 struct Cli {
-    /// Interface to attach to.
-    #[arg(long, env = "PORTMON_IFACE")]
-    iface: String,
-    /// Seconds between reads.
-    #[arg(long, default_value_t = 1)]
-    interval: u64,
+    #[command(subcommand)]
+    command: Command,
 }
 
-/// Runs the CLI and maps errors to an exit code.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Attach to interfaces and serve per-port metrics until SIGINT or SIGTERM.
+    #[command(after_help = RUN_EXAMPLES)]
+    Run(RunArgs),
+    /// Show how ports are classified (range, security, secure alternative).
+    #[command(after_help = PORTS_EXAMPLES)]
+    Ports(PortsArgs),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Interface to attach to; repeat for several [default: every up, non-loopback one].
+    #[arg(
+        long,
+        value_name = "NAME",
+        env = "PORTMON_IFACE",
+        value_delimiter = ','
+    )]
+    iface: Vec<String>,
+    /// auto tries native XDP and falls back to generic with a warning [default: auto].
+    #[arg(long, value_enum, env = "PORTMON_XDP_MODE")]
+    xdp_mode: Option<XdpModeSetting>,
+    /// Do not attach the TC egress program (count ingress only).
+    #[arg(long, env = "PORTMON_NO_EGRESS")]
+    no_egress: bool,
+    /// Address of the metrics endpoint [default: 127.0.0.1:9797].
+    #[arg(long, value_name = "ADDR", env = "PORTMON_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// TOML configuration file (see the README); flags override it.
+    #[arg(long, value_name = "FILE", env = "PORTMON_CONFIG")]
+    config: Option<PathBuf>,
+    /// How often the counters are read: 200ms, 1s, 5m... [default: 1s].
+    #[arg(long, value_name = "DURATION", env = "PORTMON_INTERVAL", value_parser = config::parse_interval)]
+    interval: Option<Duration>,
+    /// Non-table ports per interface, direction and protocol that may get their own series [default: 20].
+    #[arg(long, value_name = "K", env = "PORTMON_TOP_K")]
+    top_k: Option<u32>,
+    /// Packets a non-table port must count before it can get its own series [default: 100].
+    #[arg(long, value_name = "N", env = "PORTMON_PROMOTE_MIN_PACKETS")]
+    promote_min_packets: Option<u64>,
+    /// Cap on counter slices per interface; kernel memory is interfaces x slices x ~6 MiB [default: 8].
+    #[arg(long, value_name = "N", env = "PORTMON_MAX_SLICES", value_parser = parse_max_slices)]
+    max_slices: Option<u32>,
+    /// Log every packet from the kernel programs (debug level; costly).
+    #[arg(long, env = "PORTMON_DEBUG_KERNEL")]
+    debug_kernel: bool,
+}
+
+fn parse_max_slices(text: &str) -> Result<u32, String> {
+    let slices: u32 = text.parse().map_err(|error| format!("{error}"))?;
+    config::check_max_slices(slices)
+}
+
+#[derive(Debug, Args)]
+struct PortsArgs {
+    /// Ports (23, 53/udp) or service names (telnet); none prints the whole security table.
+    #[arg(value_name = "PORT|SERVICE")]
+    queries: Vec<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Apply this config file's [[ports]] overrides.
+    #[arg(long, value_name = "FILE", env = "PORTMON_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+/// Runs the CLI and maps errors to an exit code: 0 success, 1 any error, 2 usage.
 #[must_use]
 pub fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    match run(&Cli::parse()) {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run(args),
+        Command::Ports(args) => ports(&args),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("portmon: {error:#}");
+            eprintln!("portmon: error: {error:#}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn run(cli: &Cli) -> anyhow::Result<()> {
-    let mut data_plane =
-        DataPlane::load(LoadOptions::default()).context("loading the eBPF programs")?;
-    attach::attach_xdp(&mut data_plane, &cli.iface, XdpMode::Auto)?;
-    attach::attach_tc(
-        &mut data_plane,
-        &cli.iface,
-        TC_EGRESS_PROGRAM,
-        TcAttachType::Egress,
-    )?;
-    let counters = data_plane.counters()?;
-    loop {
-        std::thread::sleep(Duration::from_secs(cli.interval));
-        let totals = counters.read();
-        for direction in Direction::ALL {
-            for l4 in L4::ALL {
-                for (port, counter) in totals.active_ports(direction, l4) {
-                    println!("{} {} {port}: {counter:?}", direction.as_str(), l4.as_str());
-                }
-            }
+fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Loaded> {
+    match path {
+        Some(path) => Ok(Config::load(path)?),
+        None => Ok(Loaded::default()),
+    }
+}
+
+/// Merges flags over the config file.
+fn settings(args: RunArgs, loaded: Loaded) -> Settings {
+    let file = loaded.daemon;
+    Settings {
+        interfaces: if args.iface.is_empty() {
+            file.iface
+        } else {
+            args.iface
+        },
+        xdp_mode: args.xdp_mode.unwrap_or(file.xdp_mode).into(),
+        egress: file.egress && !args.no_egress,
+        listen: args.listen.unwrap_or(file.listen),
+        interval: args.interval.unwrap_or(file.interval),
+        budget: BudgetSettings {
+            top_k: args.top_k.unwrap_or(file.top_k),
+            promote_min_packets: args.promote_min_packets.unwrap_or(file.promote_min_packets),
+        },
+        max_slices: args.max_slices.unwrap_or(file.max_slices),
+        debug_kernel: args.debug_kernel || file.debug_kernel,
+        policy: loaded.policy,
+    }
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    let loaded = load_config(args.config.as_ref())?;
+    daemon::run(settings(args, loaded))
+}
+
+fn ports(args: &PortsArgs) -> anyhow::Result<()> {
+    let loaded = load_config(args.config.as_ref())?;
+    let policy = &loaded.policy;
+    let infos = if args.queries.is_empty() {
+        policy.security_table().collect()
+    } else {
+        let mut infos = Vec::new();
+        for query in &args.queries {
+            infos.extend(policy.resolve(query)?);
+        }
+        infos
+    };
+    let output = if args.json {
+        report::render_json(&infos)
+    } else {
+        report::render_text(&infos)
+    };
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(output.as_bytes())
+        .and_then(|()| stdout.flush())
+        .context("writing to standard output")
+}
+
+#[cfg(test)]
+#[expect(clippy::expect_used, reason = "tests panic with what they expected")]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    fn run_args(argv: &[&str]) -> RunArgs {
+        let cli = Cli::try_parse_from(std::iter::once("portmon").chain(argv.iter().copied()))
+            .expect("the arguments parse");
+        match cli.command {
+            Command::Run(run) => run,
+            Command::Ports(_) => panic!("expected the run subcommand"),
+        }
+    }
+
+    #[test]
+    fn flags_override_the_config_file_and_defaults_fill_the_rest() {
+        let file = Config::parse(
+            "[daemon]\niface = [\"eth9\"]\ninterval = \"5s\"\ntop_k = 3\negress = true\n",
+            "test.toml",
+        )
+        .expect("a valid file");
+        let merged = settings(
+            run_args(&[
+                "run",
+                "--interval",
+                "200ms",
+                "--no-egress",
+                "--xdp-mode",
+                "generic",
+            ]),
+            file,
+        );
+        assert_eq!(merged.interfaces, vec!["eth9".to_owned()], "from the file");
+        assert_eq!(
+            merged.interval,
+            Duration::from_millis(200),
+            "flag over file"
+        );
+        assert!(!merged.egress, "--no-egress wins");
+        assert_eq!(merged.xdp_mode, crate::attach::XdpMode::Generic);
+        assert_eq!(merged.budget.top_k, 3, "from the file");
+        assert_eq!(merged.listen, config::defaults::LISTEN, "default");
+        let merged = settings(
+            run_args(&["run", "--iface", "a", "--iface", "b,c"]),
+            Loaded::default(),
+        );
+        assert_eq!(
+            merged.interfaces,
+            vec!["a", "b", "c"],
+            "repeatable and comma lists"
+        );
+        assert_eq!(merged.interval, config::defaults::INTERVAL);
+    }
+
+    #[test]
+    fn bad_flag_values_are_usage_errors() {
+        for (name, argv) in [
+            ("bad interval", &["portmon", "run", "--interval", "1x"][..]),
+            (
+                "too short interval",
+                &["portmon", "run", "--interval", "1ms"],
+            ),
+            ("bad mode", &["portmon", "run", "--xdp-mode", "fast"]),
+            ("bad address", &["portmon", "run", "--listen", "localhost"]),
+            ("zero slices", &["portmon", "run", "--max-slices", "0"]),
+        ] {
+            assert!(
+                Cli::try_parse_from(argv).is_err(),
+                "case {name}: expected a usage error"
+            );
+        }
+    }
+
+    #[test]
+    fn help_shows_examples_and_environment_variables() {
+        let mut command = Cli::command();
+        let help = command
+            .find_subcommand_mut("run")
+            .expect("run exists")
+            .render_long_help()
+            .to_string();
+        for needle in [
+            "Examples:",
+            "PORTMON_IFACE",
+            "--interval 200ms",
+            "CAP_PERFMON",
+        ] {
+            assert!(help.contains(needle), "expected {needle:?} in:\n{help}");
         }
     }
 }

@@ -3,7 +3,12 @@
 
 pub mod alerts;
 pub mod attach;
+pub mod caps;
 pub mod cli;
+pub mod config;
 pub mod counters;
+pub mod daemon;
 pub mod dataplane;
+pub mod http;
+pub mod metrics;
 pub mod ports;

@@ -1,0 +1,221 @@
+//! `portmon run`: check, attach one data plane per interface, read every interval,
+//! serve metrics, detach on SIGINT/SIGTERM.
+//!
+//! Kernel memory: each interface has its own counter map of
+//! `slices x SLICE_BYTES` (`SLICE_BYTES` is about 6 MiB; slices = possible CPUs capped by
+//! `--max-slices`, default 8), so the total is `interfaces x slices x ~6 MiB`.
+//! User memory: one `Totals` of `SLICE_BYTES` per interface.
+
+mod interface;
+mod kernel_log;
+pub mod netlink;
+pub mod preflight;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use aya::util::KernelVersion;
+use monitor_common::layout::{SLICE_BYTES, slice_plan};
+use tokio::signal::unix::{SignalKind, signal};
+
+use self::interface::{AttachOptions, Interface};
+use crate::{
+    attach::XdpMode,
+    caps,
+    dataplane::LoadOptions,
+    http::{self, MetricsSource},
+    metrics::{
+        self, View,
+        budget::{BudgetSettings, PortClasses},
+        encode::Format,
+    },
+    ports::Policy,
+};
+
+/// Everything `portmon run` needs, flags and config merged.
+#[derive(Debug)]
+pub struct Settings {
+    /// Interfaces asked for; empty means every up, non-loopback one.
+    pub interfaces: Vec<String>,
+    /// XDP mode asked for.
+    pub xdp_mode: XdpMode,
+    /// Attach the TC egress program.
+    pub egress: bool,
+    /// Metrics endpoint.
+    pub listen: SocketAddr,
+    /// Read interval.
+    pub interval: Duration,
+    /// Cardinality budget.
+    pub budget: BudgetSettings,
+    /// Cap on counter-map slices.
+    pub max_slices: u32,
+    /// Kernel per-packet debug log.
+    pub debug_kernel: bool,
+    /// Port knowledge with the config's overrides.
+    pub policy: Policy,
+}
+
+/// The shared state the reader updates and the scrape reads.
+struct Daemon {
+    interfaces: Vec<Interface>,
+    policy: Policy,
+    classes: PortClasses,
+    budget: BudgetSettings,
+    series_budget: u64,
+}
+
+/// `/proc/sys/kernel/bpf_stats_enabled`: the kernel counts program run time only while 1.
+const BPF_STATS_ENABLED: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+impl MetricsSource for Daemon {
+    fn render(&self, format: Format) -> String {
+        let with_stats =
+            std::fs::read_to_string(BPF_STATS_ENABLED).is_ok_and(|value| value.trim() == "1");
+        let view = View {
+            policy: &self.policy,
+            interfaces: self
+                .interfaces
+                .iter()
+                .map(|interface| interface.view(&self.classes, with_stats))
+                .collect(),
+            series_budget: self.series_budget,
+        };
+        metrics::render(&view, format)
+    }
+}
+
+impl Daemon {
+    fn read_all(&self) {
+        for interface in &self.interfaces {
+            interface.read(&self.classes, self.budget);
+        }
+    }
+}
+
+/// Checks everything that can be checked before loading; returns the interfaces to use.
+fn preflight(settings: &Settings) -> anyhow::Result<Vec<String>> {
+    let kernel = KernelVersion::current().context("reading the kernel version")?;
+    let features = preflight::check_kernel(kernel)?;
+    if !features.tcx {
+        log::info!("kernel older than 6.6: TC egress attaches through a clsact qdisc");
+    }
+    caps::check()?;
+    let links = netlink::links().context("listing the network interfaces")?;
+    let chosen = preflight::select_interfaces(&settings.interfaces, &links)?;
+    preflight::check_xdp_free(&chosen)?;
+    Ok(chosen.into_iter().map(|link| link.name.clone()).collect())
+}
+
+/// Runs the daemon until SIGINT or SIGTERM.
+///
+/// # Errors
+/// Any refusal of the preflight checks, a failed load or attach (everything attached so
+/// far is detached first), or an endpoint that cannot listen.
+pub fn run(settings: Settings) -> anyhow::Result<()> {
+    let names = preflight(&settings)?;
+    let listener = std::net::TcpListener::bind(settings.listen).with_context(|| {
+        format!(
+            "listening on {} for metrics; choose another address with --listen",
+            settings.listen
+        )
+    })?;
+    listener
+        .set_nonblocking(true)
+        .context("making the metrics socket non-blocking")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let result = runtime.block_on(serve(settings, names, listener));
+    // Dropping the runtime drops every task, and with them the last references to the
+    // interfaces: their programs detach here at the latest.
+    drop(runtime);
+    result
+}
+
+async fn serve(
+    settings: Settings,
+    names: Vec<String>,
+    listener: std::net::TcpListener,
+) -> anyhow::Result<()> {
+    // Handlers first, so that a signal during the attach is not fatal and still detaches.
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let listener =
+        tokio::net::TcpListener::from_std(listener).context("registering the metrics socket")?;
+
+    let options = AttachOptions {
+        xdp_mode: settings.xdp_mode,
+        egress: settings.egress,
+        load: LoadOptions {
+            max_slices: settings.max_slices,
+            debug: settings.debug_kernel,
+            possible_cpus: None,
+        },
+    };
+    let mut interfaces = Vec::with_capacity(names.len());
+    let mut loggers = Vec::new();
+    for name in &names {
+        // On error, `interfaces` is dropped on return: everything attached so far detaches.
+        let (interface, logger) = Interface::attach(name, options)?;
+        interfaces.push(interface);
+        if let Some(logger) = logger {
+            loggers.push((name.clone(), logger));
+        }
+    }
+    let classes = PortClasses::new(&settings.policy);
+    let series_budget = classes.interface_budget(settings.budget) * interfaces.len() as u64;
+    let plan = slice_plan(
+        aya::util::nr_cpus().map_or(1, |cpus| u32::try_from(cpus).unwrap_or(u32::MAX)),
+        settings.max_slices,
+    );
+    log::info!(
+        "counter maps: {} interface(s) x {} slice(s) x {} KiB = {} MiB of kernel memory; \
+         reading every {}; series budget {series_budget}; metrics on http://{}/metrics",
+        interfaces.len(),
+        plan.slices,
+        SLICE_BYTES / 1024,
+        interfaces.len() as u64 * plan.map_bytes() / (1024 * 1024),
+        crate::config::duration::format(settings.interval),
+        settings.listen,
+    );
+    let daemon = Arc::new(Daemon {
+        interfaces,
+        policy: settings.policy,
+        classes,
+        budget: settings.budget,
+        series_budget,
+    });
+    daemon.read_all();
+
+    let mut tasks: Vec<tokio::task::JoinHandle<()>> = loggers
+        .into_iter()
+        .filter_map(|(name, logger)| kernel_log::spawn(name, logger))
+        .collect();
+    let reader = Arc::clone(&daemon);
+    let interval = settings.interval;
+    tasks.push(tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            reader.read_all();
+        }
+    }));
+    let shutdown = async {
+        tokio::select! {
+            _ = interrupt.recv() => log::info!("SIGINT: detaching"),
+            _ = terminate.recv() => log::info!("SIGTERM: detaching"),
+        }
+    };
+    http::serve(listener, Arc::clone(&daemon), shutdown).await;
+    for task in &tasks {
+        task.abort();
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    drop(daemon);
+    Ok(())
+}
