@@ -218,23 +218,21 @@ impl Policy {
     /// Classifies one (protocol, port): O(log n), no allocation.
     #[must_use]
     pub fn classify(&self, protocol: L4, port: u16) -> PortInfo<'_> {
-        match self.find(protocol, port) {
-            Some(index) => self.entries[index].info(),
-            None => {
-                let iana = self.iana.name(protocol, port);
-                PortInfo {
-                    port,
-                    protocol,
-                    service: iana.unwrap_or(UNKNOWN_SERVICE),
-                    range: PortRange::of(port),
-                    security: Security::Unknown,
-                    secure_alternative: None,
-                    reason: None,
-                    never_across_perimeter: false,
-                    source: iana.map(|_| IANA_SOURCE),
-                    in_security_table: false,
-                }
-            }
+        if let Some(index) = self.find(protocol, port) {
+            return self.entries[index].info();
+        }
+        let iana = self.iana.name(protocol, port);
+        PortInfo {
+            port,
+            protocol,
+            service: iana.unwrap_or(UNKNOWN_SERVICE),
+            range: PortRange::of(port),
+            security: Security::Unknown,
+            secure_alternative: None,
+            reason: None,
+            never_across_perimeter: false,
+            source: iana.map(|_| IANA_SOURCE),
+            in_security_table: false,
         }
     }
 

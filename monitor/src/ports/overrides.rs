@@ -19,9 +19,10 @@
 //! Rules:
 //! * Fields given replace the builtin ones; fields left out keep them. `secure_alternative = ""`
 //!   and `reason = ""` clear the builtin text; `service` can never be empty.
-//! * `protocol = "both"` updates every existing entry of the port; it creates the missing ones
-//!   only when the override gives `security`. A port with no entry at all needs `security`, and
-//!   a `service` when IANA has no name for it.
+//! * `protocol = "both"` (the default) updates the entries the port has; only when it has none
+//!   does it create both. Name the protocol to add the other transport of a listed port
+//!   (`port = 23`, `protocol = "udp"`). A new entry needs `security`, and a `service` when IANA
+//!   has no name for the port.
 //! * Two overrides of the same port and protocol are an error (their order would decide silently).
 //! * An overridden entry's `source` becomes `config`.
 
@@ -179,8 +180,12 @@ fn apply_one(policy: &mut Policy, index: usize, over: &PortOverride) -> Result<(
             }
         },
     };
-    let secure_alternative = optional_text(&over.secure_alternative, "secure_alternative", &entry)?;
-    let reason = optional_text(&over.reason, "reason", &entry)?;
+    let secure_alternative = optional_text(
+        over.secure_alternative.as_deref(),
+        "secure_alternative",
+        &entry,
+    )?;
+    let reason = optional_text(over.reason.as_deref(), "reason", &entry)?;
 
     let protocols = over.protocol.protocols();
     let existing = protocols
@@ -199,11 +204,11 @@ fn apply_one(policy: &mut Policy, index: usize, over: &PortOverride) -> Result<(
             );
             continue;
         }
+        if over.protocol == ProtocolSelector::Both && existing > 0 {
+            // `both` on a port listed for the other protocol only: update that entry, add none.
+            continue;
+        }
         let Some(security) = over.security else {
-            // `both` on a port that has an entry for the other protocol: update that one only.
-            if existing > 0 {
-                continue;
-            }
             return Err(PolicyError::MissingSecurity {
                 entry: entry(),
                 port: over.port,
@@ -268,11 +273,11 @@ fn update(
 }
 
 fn optional_text(
-    text: &Option<String>,
+    text: Option<&str>,
     field: &'static str,
     entry: &dyn Fn() -> String,
 ) -> Result<TextChange, PolicyError> {
-    match text.as_deref() {
+    match text {
         None => Ok(None),
         Some("") => Ok(Some(None)),
         Some(text) => match check_text(text, MAX_TEXT_CHARS, false) {

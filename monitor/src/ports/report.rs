@@ -89,6 +89,7 @@ pub fn render_json(infos: &[PortInfo]) -> String {
 }
 
 #[cfg(test)]
+#[expect(clippy::expect_used, reason = "tests panic with what they expected")]
 mod tests {
     use super::*;
     use crate::ports::Policy;
