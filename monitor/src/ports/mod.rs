@@ -376,6 +376,29 @@ pub struct MemoryFootprint {
     pub iana_names: usize,
 }
 
+impl PolicyError {
+    /// The 1-based `[[ports]]` entry the error is about (the later one of a duplicate pair), so
+    /// the config reader can point at its line; `None` for query errors.
+    #[must_use]
+    pub fn entry_number(&self) -> Option<usize> {
+        let (PolicyError::InvalidText { entry, .. }
+        | PolicyError::UnknownSecurity { entry }
+        | PolicyError::MissingSecurity { entry, .. }
+        | PolicyError::MissingService { entry, .. }
+        | PolicyError::Empty { entry }
+        | PolicyError::Duplicate { second: entry, .. }) = self
+        else {
+            return None;
+        };
+        // `entry` is written by `overrides::entry_name`: "#N (port P, protocol X)".
+        let digits = entry.strip_prefix('#')?;
+        let end = digits
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(digits.len());
+        digits[..end].parse().ok()
+    }
+}
+
 fn parse_port(query: &str, digits: &str) -> Result<u16, PolicyError> {
     digits
         .trim()

@@ -762,6 +762,27 @@ fn invalid_overrides_are_errors_naming_the_entry() {
 }
 
 #[test]
+fn errors_give_the_entry_number() {
+    let toml = "[[ports]]\nport = 21\nreason = \"x\"\n[[ports]]\nport = 53\nreason = \"a\"\n\
+                [[ports]]\nport = 53\nprotocol = \"udp\"\nreason = \"b\"\n";
+    let error =
+        Policy::with_overrides(&overrides(toml)).expect_err("duplicate overrides are an error");
+    assert_eq!(
+        error.entry_number(),
+        Some(3),
+        "expected the later duplicate, got {error}"
+    );
+    let error = Policy::builtin()
+        .resolve("70000")
+        .expect_err("70000 is not a port");
+    assert_eq!(
+        error.entry_number(),
+        None,
+        "a query error is about no entry: {error}"
+    );
+}
+
+#[test]
 fn invalid_override_values_fail_to_parse_with_the_key() {
     struct Case {
         name: &'static str,
