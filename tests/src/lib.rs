@@ -2,4 +2,5 @@
 
 pub mod frames;
 pub mod netns;
+pub mod prometheus;
 pub mod testrun;
