@@ -188,10 +188,16 @@ fn parse_ipv6<P: Packet + ?Sized>(packet: &P, offset: usize, frame_len: usize) -
                 (usize::from(ext[1]) + 1) * 8
             }
             IPPROTO_AH => {
-                // RFC 4302: Payload Len in 4-octet units, minus 2.
+                // RFC 4302: Payload Len in 4-octet units, minus 2. Its fixed fields (next
+                // header, length, reserved, SPI, sequence number) take 12 bytes, so a
+                // Payload Len of 0 (8 bytes) is inconsistent: walking it would read the
+                // sequence number as the next header.
                 let Some(ext) = read_within::<P, 2>(packet, cursor, end) else {
                     return Parsed::MALFORMED;
                 };
+                if ext[1] == 0 {
+                    return Parsed::MALFORMED;
+                }
                 next_header = ext[0];
                 (usize::from(ext[1]) + 2) * 4
             }
@@ -203,7 +209,9 @@ fn parse_ipv6<P: Packet + ?Sized>(packet: &P, offset: usize, frame_len: usize) -
                 if offset_and_flags >> 3 != 0 {
                     return Parsed::reason(Reason::Fragment);
                 }
-                more_fragments = offset_and_flags & 1 != 0;
+                // Any fragment header with M set makes this a first fragment, whatever
+                // order a (malformed) chain of several puts them in.
+                more_fragments |= offset_and_flags & 1 != 0;
                 next_header = ext[0];
                 8
             }
