@@ -1127,6 +1127,8 @@ pub fn cases() -> Vec<Case> {
     let at_bound = ext_chain(MAX_IPV6_EXT_HEADERS);
     let over_bound = ext_chain(MAX_IPV6_EXT_HEADERS + 1);
     let a_tcp_frame = v4_tcp(Tcp::new(80)).build();
+    // An AH (payload len 1: 12 bytes) announcing TCP.
+    let ah_then_tcp = [proto::TCP, 1, 0, 0, 0, 0, 0x10, 0, 0, 0, 0, 1];
 
     vec![
         // ---- TCP and UDP over IPv4 -------------------------------------------------
@@ -1483,6 +1485,22 @@ pub fn cases() -> Vec<Case> {
             MALFORMED,
         ),
         case(
+            "ipv6 ah payload len 0 (shorter than its fixed fields) is malformed",
+            &v6_tcp(
+                Ipv6::new().ext(Ext::raw(proto::AH, &[0, 0, 0, 0, 0, 0, 0x10, 0])),
+                Tcp::new(443),
+            ),
+            MALFORMED,
+        ),
+        case(
+            "ipv4 ah is other_l4 51 (ipv4 extension headers are not walked)",
+            &Frame::new()
+                .ipv4(Ipv4::new())
+                .ip_protocol(proto::AH)
+                .payload(&[ah_then_tcp.as_slice(), &a_tcp_frame[V4_L4..]].concat()),
+            with_protocol(OtherL4, proto::AH),
+        ),
+        case(
             "ipv6 fragment header offset 0 with m is counted by port",
             &Frame::new()
                 .ipv6(Ipv6::new().ext(Ext::fragment(0, true)))
@@ -1494,6 +1512,30 @@ pub fn cases() -> Vec<Case> {
             "ipv6 atomic fragment (offset 0, no m) tcp",
             &v6_tcp(Ipv6::new().ext(Ext::fragment(0, false)), Tcp::new(443)),
             port(L4::Tcp, 443, false, tcp_ports(V6_L4 + 8)),
+        ),
+        case(
+            "ipv6 two fragment headers, m set on the first, is a first fragment",
+            &Frame::new()
+                .ipv6(
+                    Ipv6::new()
+                        .ext(Ext::fragment(0, true))
+                        .ext(Ext::fragment(0, false)),
+                )
+                .udp(Udp::new(53).len(3000))
+                .payload(&[0; 16]),
+            port(L4::Udp, 53, false, udp_ports(V6_L4 + 16)),
+        ),
+        case(
+            "ipv6 two fragment headers, m set on the second, is a first fragment",
+            &Frame::new()
+                .ipv6(
+                    Ipv6::new()
+                        .ext(Ext::fragment(0, false))
+                        .ext(Ext::fragment(0, true)),
+                )
+                .udp(Udp::new(53).len(3000))
+                .payload(&[0; 16]),
+            port(L4::Udp, 53, false, udp_ports(V6_L4 + 16)),
         ),
         case(
             "ipv6 fragment header non-zero offset",
