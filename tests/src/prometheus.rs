@@ -16,16 +16,24 @@
 //! ```
 //!
 //! Debian's `prometheus` package (installed by `cargo xtask setup`) provides both binaries.
+//!
+//! Also here: [`ScrapeTarget`], a stand-in exporter serving generated metrics text, and
+//! [`dashboard_queries`], every PromQL query of a Grafana dashboard with its variables
+//! replaced by plausible values, ready for [`Prometheus::query`].
 
 use std::{
     collections::BTreeMap,
     fmt::Write as _,
     fs,
-    net::{Ipv4Addr, SocketAddr, TcpListener},
+    io::{Read as _, Write as _},
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
-    sync::atomic::{AtomicU32, Ordering},
-    thread,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU32, Ordering},
+    },
+    thread::{self, JoinHandle},
     time::{Duration, Instant},
 };
 
@@ -49,6 +57,12 @@ pub fn repo_root() -> PathBuf {
 #[must_use]
 pub fn shipped_rules() -> PathBuf {
     repo_root().join("deploy/prometheus/portmon-rules.yml")
+}
+
+/// The Grafana dashboard portmon ships.
+#[must_use]
+pub fn shipped_dashboard() -> PathBuf {
+    repo_root().join("deploy/grafana/portmon.json")
 }
 
 /// Finds `name` (`prometheus`, `promtool`) on PATH.
@@ -450,4 +464,176 @@ impl Drop for Prometheus {
         let _ = self.child.wait();
         let _ = fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A stand-in exporter: serves `GET /metrics` (any path, in fact) with the text `body` returns
+/// at each request, on a free loopback port. Stopped on drop.
+pub struct ScrapeTarget {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ScrapeTarget {
+    /// Starts serving.
+    ///
+    /// # Errors
+    /// When no loopback port can be bound.
+    pub fn serve(body: impl Fn() -> String + Send + 'static) -> anyhow::Result<Self> {
+        let listener =
+            TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding a loopback port")?;
+        let addr = listener.local_addr().context("reading the bound address")?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = Arc::clone(&stop);
+        let thread = thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stopping.load(Ordering::Relaxed) {
+                    break;
+                }
+                if let Ok(stream) = stream {
+                    // A scraper that misbehaves only loses its own answer.
+                    let _ = answer(stream, &body());
+                }
+            }
+        });
+        Ok(Self {
+            addr,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// The `host:port` to scrape.
+    #[must_use]
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+/// Reads one request's head (bounded in size and time) and answers it with `body`.
+fn answer(mut stream: TcpStream, body: &str) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    write!(
+        stream,
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    stream.flush()
+}
+
+impl Drop for ScrapeTarget {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Wakes the accept loop so it sees the flag.
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// One PromQL query of a Grafana dashboard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DashboardQuery {
+    /// Where it comes from: `panel "Title" target A` or `variable interface`.
+    pub origin: String,
+    /// The query as written in the dashboard.
+    pub raw: String,
+    /// The query with Grafana's variables replaced by [`GRAFANA_VARIABLES`] values and
+    /// `label_values(...)` turned into the PromQL it stands for.
+    pub promql: String,
+}
+
+/// Plausible values for the dashboard's variables, as Grafana would interpolate them: the
+/// multi-value variables as regex alternatives, the built-in intervals as durations.
+/// Longer names first, so `$__range_s` is not read as `$__range` followed by `_s`.
+pub const GRAFANA_VARIABLES: &[(&str, &str)] = &[
+    ("__rate_interval", "1m"),
+    ("__interval_ms", "15000"),
+    ("__interval", "15s"),
+    ("__range_ms", "3600000"),
+    ("__range_s", "3600"),
+    ("__range", "1h"),
+    ("interface", "(eth0|veth.+)"),
+    ("instance", ".*"),
+];
+
+/// Replaces `$name` and `${name}` of every [`GRAFANA_VARIABLES`] entry in `expr`.
+#[must_use]
+pub fn substitute_grafana_variables(expr: &str) -> String {
+    let mut out = expr.to_owned();
+    for (name, value) in GRAFANA_VARIABLES {
+        out = out
+            .replace(&format!("${{{name}}}"), value)
+            .replace(&format!("${name}"), value);
+    }
+    out
+}
+
+/// Grafana's `label_values(selector, label)` as PromQL: `group by (label) (selector)`.
+fn label_values_to_promql(query: &str) -> Option<String> {
+    let inner = query
+        .trim()
+        .strip_prefix("label_values(")?
+        .strip_suffix(')')?;
+    Some(match inner.rsplit_once(',') {
+        Some((selector, label)) => format!("group by ({}) ({})", label.trim(), selector.trim()),
+        None => format!("group by ({0}) ({{{0}!=\"\"}})", inner.trim()),
+    })
+}
+
+/// Every PromQL query of `dashboard` (panel targets, also inside collapsed rows, and query
+/// variables), in the order they appear.
+#[must_use]
+pub fn dashboard_queries(dashboard: &serde_json::Value) -> Vec<DashboardQuery> {
+    fn panels<'a>(list: &'a serde_json::Value, out: &mut Vec<&'a serde_json::Value>) {
+        for panel in list.as_array().into_iter().flatten() {
+            out.push(panel);
+            panels(&panel["panels"], out);
+        }
+    }
+    let mut all = Vec::new();
+    panels(&dashboard["panels"], &mut all);
+    let mut queries = Vec::new();
+    for panel in all {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            if let Some(expr) = target["expr"].as_str() {
+                queries.push(DashboardQuery {
+                    origin: format!("panel {} target {}", panel["title"], target["refId"]),
+                    raw: expr.to_owned(),
+                    promql: substitute_grafana_variables(expr),
+                });
+            }
+        }
+    }
+    for variable in dashboard["templating"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        if variable["type"] != "query" {
+            continue;
+        }
+        let raw = variable["query"]["query"]
+            .as_str()
+            .or_else(|| variable["query"].as_str())
+            .unwrap_or_default();
+        let promql = label_values_to_promql(raw).unwrap_or_else(|| raw.to_owned());
+        queries.push(DashboardQuery {
+            origin: format!("variable {}", variable["name"]),
+            raw: raw.to_owned(),
+            promql: substitute_grafana_variables(&promql),
+        });
+    }
+    queries
 }
