@@ -26,7 +26,7 @@ use serde::{Deserialize, Deserializer};
 use crate::{
     attach::XdpMode,
     dataplane::MAX_SLICES_LIMIT,
-    ports::{Policy, PolicyError, PortOverride},
+    ports::{Policy, PortOverride},
 };
 
 /// The shortest `interval` accepted: below it the reads would cost more than they tell.
@@ -258,31 +258,13 @@ impl Config {
             .map(|entry| entry.get_ref().clone())
             .collect();
         Policy::with_overrides(&overrides).map_err(|error| {
-            let span = entry_number(&error)
+            let span = error
+                .entry_number()
                 .and_then(|number| self.ports.get(number.checked_sub(1)?))
                 .map_or(0..0, toml::Spanned::span);
             invalid(source, origin, span, &error.to_string())
         })
     }
-}
-
-/// The 1-based `[[ports]]` entry a policy error is about (`#2 (port 23, ...)`).
-fn entry_number(error: &PolicyError) -> Option<usize> {
-    let (PolicyError::InvalidText { entry, .. }
-    | PolicyError::UnknownSecurity { entry }
-    | PolicyError::MissingSecurity { entry, .. }
-    | PolicyError::MissingService { entry, .. }
-    | PolicyError::Empty { entry }
-    | PolicyError::Duplicate { second: entry, .. }) = error
-    else {
-        return None;
-    };
-    let digits: String = entry
-        .strip_prefix('#')?
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits.parse().ok()
 }
 
 fn invalid(source: &str, origin: &str, span: Range<usize>, message: &str) -> ConfigError {
