@@ -1,6 +1,7 @@
 //! Project tasks cargo cannot do alone. Each subcommand lives in its own module.
 
 mod command;
+mod fuzz;
 mod run;
 mod setup;
 mod test;
@@ -27,6 +28,12 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Fuzz the shared packet parser with cargo-fuzz (libFuzzer) for a bounded time.
+    Fuzz {
+        /// How long to fuzz, in seconds.
+        #[arg(default_value_t = 60)]
+        seconds: u64,
+    },
     /// Run every test: unit, BPF_PROG_TEST_RUN and network-namespace integration tests.
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
@@ -39,6 +46,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.task {
         Task::Setup => setup::run(),
+        Task::Fuzz { seconds } => setup::ensure().and_then(|()| fuzz::run(seconds)),
         Task::Run { args } => run::run(&args),
         Task::Test { cargo_args } => test::run(&cargo_args),
     };
