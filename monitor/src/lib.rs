@@ -4,6 +4,8 @@
 pub mod alerts;
 pub mod attach;
 pub mod caps;
+#[cfg(feature = "bench-programs")]
+pub mod bench_programs;
 pub mod cli;
 pub mod config;
 pub mod counters;
