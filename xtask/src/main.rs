@@ -1,5 +1,6 @@
 //! Project tasks cargo cannot do alone. Each subcommand lives in its own module.
 
+mod bench;
 mod command;
 mod fuzz;
 mod run;
@@ -8,7 +9,7 @@ mod test;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 /// portmon's project tasks.
 #[derive(Debug, Parser)]
@@ -28,6 +29,12 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Run a benchmark (in release, as root) and write target/bench/<name>.json.
+    Bench {
+        /// Which benchmark.
+        #[arg(value_enum, default_value_t = BenchChoice::All)]
+        target: BenchChoice,
+    },
     /// Fuzz the shared packet parser with cargo-fuzz (libFuzzer) for a bounded time.
     Fuzz {
         /// How long to fuzz, in seconds.
@@ -42,10 +49,32 @@ enum Task {
     },
 }
 
+/// The benchmarks `cargo xtask bench` knows.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum BenchChoice {
+    /// The kernel data plane: cost per packet, contention, live floods, map memory.
+    Kernel,
+    /// The daemon: map reads, scrapes, CPU, memory.
+    Daemon,
+    /// Every benchmark.
+    All,
+}
+
+impl From<BenchChoice> for bench::BenchTarget {
+    fn from(choice: BenchChoice) -> Self {
+        match choice {
+            BenchChoice::Kernel => bench::BenchTarget::Kernel,
+            BenchChoice::Daemon => bench::BenchTarget::Daemon,
+            BenchChoice::All => bench::BenchTarget::All,
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.task {
         Task::Setup => setup::run(),
+        Task::Bench { target } => bench::run(target.into()),
         Task::Fuzz { seconds } => setup::ensure().and_then(|()| fuzz::run(seconds)),
         Task::Run { args } => run::run(&args),
         Task::Test { cargo_args } => test::run(&cargo_args),
