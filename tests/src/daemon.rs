@@ -152,6 +152,14 @@ impl Daemon {
     /// # Errors
     /// When it cannot start, exits, or does not answer in time; the error carries its log.
     pub fn start(args: &[&str]) -> Result<Self> {
+        Self::start_with_env(args, &[("RUST_LOG", "info")])
+    }
+
+    /// Like [`Daemon::start`], with environment variables (`RUST_LOG`, `PORTMON_*`).
+    ///
+    /// # Errors
+    /// As [`Daemon::start`].
+    pub fn start_with_env(args: &[&str], envs: &[(&str, &str)]) -> Result<Self> {
         let port = free_port();
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         let log =
@@ -162,7 +170,7 @@ impl Daemon {
             .arg("run")
             .args(["--listen", &addr.to_string()])
             .args(args)
-            .env("RUST_LOG", "info")
+            .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
             .stderr(log_file)

@@ -399,24 +399,25 @@ fn sweep_while_scraping(topology: &Topology, daemon: &Daemon, capture: &Capture)
     let started = Instant::now();
     let scrape_log = thread::scope(|scope| {
         let watcher = scope.spawn(|| scraper(daemon, &stop));
-        let refused = topology
+        let accepted = topology
             .in_peer(move || {
-                let mut refused = 0u32;
+                let mut accepted = 0u32;
                 for port in 1..=u16::MAX {
-                    match TcpStream::connect_timeout(
+                    // Closed ports answer RST at once; nothing waits for the timeout.
+                    if let Ok(stream) = TcpStream::connect_timeout(
                         &SocketAddr::from((host, port)),
                         Duration::from_secs(2),
                     ) {
-                        Ok(stream) => drop(stream),
-                        Err(_) => refused += 1,
+                        accepted += 1;
+                        drop(stream);
                     }
                 }
-                refused
+                accepted
             })
             .expect("entering the peer namespace");
         assert!(
-            refused >= 65_535 - 10,
-            "expected nearly every port closed, {refused} refused"
+            accepted >= 3,
+            "the sweep reached the listeners on {OPEN_TCP:?}: {accepted} accepted"
         );
         assert!(
             capture.wait_quiet(Duration::from_millis(500), Duration::from_secs(30)),
@@ -796,4 +797,43 @@ fn auto_mode_falls_back_to_generic_with_a_warning_and_says_so_in_a_metric() {
         xdp_programs(link.name()).expect("the interface is listed"),
         Vec::<u32>::new()
     );
+}
+
+#[test]
+fn kernel_debug_records_reach_the_daemon_log_only_with_debug_kernel() {
+    let topology = Topology::new(Stack::Ipv4).expect("the veth topology is set up (run as root)");
+    let interface = topology.host_if().to_owned();
+    let _services = HostServices::start(topology.host_v4());
+    let needle = "portmon: ingress udp port 53";
+    for (debug_kernel, expected) in [(true, true), (false, false)] {
+        let mut args = vec!["--iface", interface.as_str(), "--interval", INTERVAL];
+        if debug_kernel {
+            args.push("--debug-kernel");
+        }
+        let daemon = Daemon::start_with_env(&args, &[("RUST_LOG", "debug")])
+            .unwrap_or_else(|error| panic!("portmon run starts: {error:#}"));
+        send_udp(&topology, 53, DNS_PAYLOAD, 2);
+        let dns = [
+            ("direction", "ingress"),
+            ("protocol", "udp"),
+            ("port", "53"),
+        ];
+        assert!(
+            wait_for_series(&daemon, &dns),
+            "port 53 appears; log:\n{}",
+            daemon.log()
+        );
+        // The records travel through the ring buffer asynchronously; give them a moment.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while expected && !daemon.log().contains(needle) && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(50));
+        }
+        let (status, log) = daemon.stop(Signal::SIGTERM).expect("portmon stops");
+        assert!(status.success(), "exit status {status}; log:\n{log}");
+        assert_eq!(
+            log.contains(needle),
+            expected,
+            "--debug-kernel {debug_kernel}: kernel record {needle:?} in the log:\n{log}"
+        );
+    }
 }

@@ -69,6 +69,7 @@ const BPF_STATS_ENABLED: &str = "/proc/sys/kernel/bpf_stats_enabled";
 
 impl MetricsSource for Daemon {
     fn render(&self, format: Format) -> String {
+        let started = std::time::Instant::now();
         let with_stats =
             std::fs::read_to_string(BPF_STATS_ENABLED).is_ok_and(|value| value.trim() == "1");
         let view = View {
@@ -80,7 +81,14 @@ impl MetricsSource for Daemon {
                 .collect(),
             series_budget: self.series_budget,
         };
-        metrics::render(&view, format)
+        let gathered = started.elapsed();
+        let text = metrics::render(&view, format);
+        log::debug!(
+            "scrape: state gathered in {gathered:?}, {} bytes in {:?} in all",
+            text.len(),
+            started.elapsed()
+        );
+        text
     }
 }
 
