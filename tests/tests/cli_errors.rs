@@ -188,12 +188,34 @@ fn an_xdp_program_already_attached_is_refused_by_id_and_kept() {
     assert_nothing_attached("after the foreign program went", host);
 }
 
+/// A temporary directory removed on drop, also when the test panics.
+struct ScratchDir(std::path::PathBuf);
+
+impl ScratchDir {
+    fn new(name: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("portmon-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&path)
+            .unwrap_or_else(|error| panic!("creating {}: {error}", path.display()));
+        Self(path)
+    }
+
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 #[test]
 fn bad_config_keys_and_values_name_the_key_and_the_line() {
     let topology = Topology::new(Stack::Ipv4).expect("the veth topology is set up (run as root)");
     let host = topology.host_if();
-    let dir = std::env::temp_dir().join(format!("portmon-cli-errors-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap_or_else(|error| panic!("creating {dir:?}: {error}"));
+    let scratch = ScratchDir::new("cli-errors");
+    let dir = scratch.path();
     // (case, file, needles)
     let cases: &[(&str, &str, &[&str])] = &[
         (
@@ -244,7 +266,6 @@ fn bad_config_keys_and_values_name_the_key_and_the_line() {
         expect_refusal(case, &["--iface", host, "--config", &path_text], &all);
         assert_nothing_attached(case, host);
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
