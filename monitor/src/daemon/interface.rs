@@ -3,6 +3,12 @@
 //!
 //! Dropping an [`Interface`] drops its [`DataPlane`], whose aya links detach the programs:
 //! every error path and the shutdown path leave nothing attached.
+//!
+//! Accumulation: the kernel's counters are monotonic from map creation and this process
+//! never replaces its map, so the last full read *is* the accumulated total (one 6 MiB
+//! buffer per interface instead of three for previous/current/sum). Whoever adds map
+//! replacement (pinned maps across restarts) must fold the old map's last read into a
+//! per-counter offset before switching, so that no exported counter decreases.
 
 use std::{
     sync::{
