@@ -292,6 +292,15 @@ fn cost_figures(runs: &[Run]) -> Vec<Figure> {
             "hashmap_ns - parse_ns: the counting alone",
         ),
         Figure::info(
+            "count_ratio",
+            medians(runs, |run| {
+                let parse = run.parse?.cpu_ns;
+                Some((run.portmon?.cpu_ns - parse) / (run.hashmap?.cpu_ns - parse))
+            }),
+            "ratio",
+            "portmon_count_ns / hashmap_count_ns: the maps alone",
+        ),
+        Figure::info(
             "portmon_capped_overhead_ns",
             over(|run| run.capped),
             "ns",
