@@ -8,17 +8,21 @@
 //! # Reads
 //! At most two fixed-size reads, all inside `payload_offset..payload_offset + payload_len`:
 //! one 16-byte read when the payload has 16 bytes, otherwise a head and an overlapping tail
-//! read of 8, 4 or 2 bytes (or one byte). They build a 16-byte *window*: the payload's
-//! first bytes, then zeros. Bytes past the payload (Ethernet padding, the next header of a
-//! tunnel) are never read, so they can never complete a signature. No loop depends on the
-//! payload: the only loop (IMAP tags) has a constant trip count and is unrolled. A read the
-//! accessor refuses (payload past the linear part of an XDP multi-buffer frame, a failing
-//! `bpf_skb_load_bytes`) makes the payload [`PayloadKind::Other`].
+//! read of 8, 4 or 2 bytes (a 1-byte payload, shorter than every signature, is not read).
+//! They build a 16-byte *window*: the payload's first bytes, then zeros. Bytes past the
+//! payload (Ethernet padding, the next header of a tunnel) are never read, so they can
+//! never complete a signature. No loop depends on the payload: loops run over constant
+//! arrays of signatures only. A read the accessor refuses (payload past the linear part of
+//! an XDP multi-buffer frame, a failing `bpf_skb_load_bytes`) makes the payload
+//! [`PayloadKind::Other`].
 //!
 //! # Signatures
 //! All checks are on the window held as one `u128` (byte 0 most significant): a signature
 //! is a masked compare of one or two machine words, and the first byte picks which few
-//! signatures to try, so a payload that matches nothing usually costs one `match`.
+//! signatures to try, so a payload that matches nothing usually costs one `match`. Every
+//! shift of the window is by a constant (const generics where a position varies): the BPF
+//! backend lowers a 128-bit shift by a variable amount to a `__ashlti3` call, which
+//! bpf-linker rejects.
 //!
 //! | Kind | Signature | Why it is specific |
 //! |------|-----------|--------------------|
@@ -160,23 +164,47 @@ fn read_window<P: Packet + ?Sized>(packet: &P, offset: usize, len: usize) -> Opt
         // Payload bytes 8..len: the last 8 bytes, with the ones the head already holds
         // shifted out. `len == 8` has none (and a shift by 64 would overflow).
         let tail = if len > 8 {
-            u64::from_be_bytes(packet.read::<8>(offset + len - 8)?) << (8 * (WINDOW - len))
+            u64::from_be_bytes(packet.read::<8>(tail_offset(offset, len, 8))?)
+                << (8 * (WINDOW - len))
         } else {
             0
         };
         (head, tail)
     } else if len >= 4 {
         let head = u64::from(u32::from_be_bytes(packet.read::<4>(offset)?)) << 32;
-        let tail = u64::from(u32::from_be_bytes(packet.read::<4>(offset + len - 4)?));
+        let tail = u64::from(u32::from_be_bytes(
+            packet.read::<4>(tail_offset(offset, len, 4))?,
+        ));
         (head | tail << (8 * (8 - len)), 0)
     } else if len >= 2 {
         let head = u64::from(u16::from_be_bytes(packet.read::<2>(offset)?)) << 48;
-        let tail = u64::from(u16::from_be_bytes(packet.read::<2>(offset + len - 2)?));
+        let tail = u64::from(u16::from_be_bytes(
+            packet.read::<2>(tail_offset(offset, len, 2))?,
+        ));
         (head | tail << (8 * (8 - len)), 0)
     } else {
-        (u64::from(packet.read::<1>(offset)?[0]) << 56, 0)
+        // One byte: shorter than every signature, so not worth a read. (A 1-byte XDP
+        // bounds check is also one LLVM rewrites as `at >= end`, from which the
+        // verifier grants no readable range.)
+        (0, 0)
     };
     Some(u128::from(hi) << 64 | u128::from(lo))
+}
+
+/// `offset + len - size` for `size <= len < WINDOW`, written for the XDP verifier.
+///
+/// Left to itself, LLVM bounds-checks `start + offset + len` against the packet end and
+/// folds `- size` into the load's immediate, and the verifier rejects a load at a
+/// negative offset from the pointer it checked ("invalid access to packet, off=-2").
+/// The volatile load hides `len - size` from the optimiser, and the mask, a no-op since
+/// `len - size < WINDOW`, gives the verifier the bound it cannot infer from the earlier
+/// length compares (made on another copy of `len`).
+#[inline(always)]
+fn tail_offset(offset: usize, len: usize, size: usize) -> usize {
+    let back = len - size;
+    // SAFETY: reads a live, aligned local.
+    let back = unsafe { core::ptr::read_volatile(&raw const back) };
+    offset + (back & (WINDOW - 1))
 }
 
 /// A byte pattern compared against the start of a window in one masked compare.
@@ -318,30 +346,30 @@ fn telnet(window: u128, len: usize) -> PayloadKind {
 #[inline(always)]
 fn snmp(window: u128, len: usize) -> PayloadKind {
     // SEQUENCE (the caller checked 0x30), then its length in one of three forms. Each form
-    // is its own branch so that every byte index below is a constant.
+    // is its own instance so that every byte index below is a constant.
     let first_length_byte = byte(window, 1);
     if first_length_byte < 0x80 {
-        snmp_after_header(window, len, 2, usize::from(first_length_byte))
+        snmp_after_header::<2>(window, len, usize::from(first_length_byte))
     } else if first_length_byte == 0x81 {
-        snmp_after_header(window, len, 3, usize::from(byte(window, 2)))
+        snmp_after_header::<3>(window, len, usize::from(byte(window, 2)))
     } else if first_length_byte == 0x82 {
-        snmp_after_header(window, len, 4, usize::from(be16(window, 2)))
+        snmp_after_header::<4>(window, len, usize::from(be16(window, 2)))
     } else {
         PayloadKind::Other
     }
 }
 
-/// The SNMP message after a `SEQUENCE` header of `header` bytes declaring `content` bytes.
+/// The SNMP message after a `SEQUENCE` header of `HEADER` bytes declaring `content` bytes.
 #[inline(always)]
-fn snmp_after_header(window: u128, len: usize, header: usize, content: usize) -> PayloadKind {
+fn snmp_after_header<const HEADER: usize>(window: u128, len: usize, content: usize) -> PayloadKind {
     // INTEGER, length 1, version; then the tag of the next field.
-    if header + content != len || len < header + 4 {
+    if HEADER + content != len || len < HEADER + 4 {
         return PayloadKind::Other;
     }
-    if byte(window, header) != 0x02 || byte(window, header + 1) != 0x01 {
+    if byte(window, HEADER) != 0x02 || byte(window, HEADER + 1) != 0x01 {
         return PayloadKind::Other;
     }
-    match (byte(window, header + 2), byte(window, header + 3)) {
+    match (byte(window, HEADER + 2), byte(window, HEADER + 3)) {
         (0, 0x04) => PayloadKind::SnmpV1,
         (1, 0x04) => PayloadKind::SnmpV2c,
         (3, 0x30) => PayloadKind::SnmpV3,
@@ -435,31 +463,55 @@ fn text(window: u128, len: usize, first: u8) -> PayloadKind {
 }
 
 /// `tag SP command`: the tag is 1 to [`IMAP_MAX_TAG`] alphanumerics, so the space that
-/// ends it is one of a few constant positions. Each position is tried with constant
-/// shifts; the loop has a constant trip count and stops at the first byte that is
-/// neither alphanumeric nor the space.
+/// ends it is at one of a few positions. The command is brought to the front with a shift
+/// chosen among constants: the BPF backend has no 128-bit shift by a variable amount (LLVM
+/// would call `__ashlti3`, which bpf-linker rejects).
 #[inline(always)]
 fn imap_tagged(window: u128, len: usize) -> PayloadKind {
-    if !byte(window, 0).is_ascii_alphanumeric() {
+    let Some(tag_len) = imap_tag_len(window) else {
         return PayloadKind::Other;
-    }
-    for tag_len in 1..=IMAP_MAX_TAG {
-        let next = byte(window, tag_len);
-        if next == b' ' {
-            let command = window << (8 * (tag_len + 1));
-            let rest = len.saturating_sub(tag_len + 1);
-            for signature in &IMAP_COMMANDS {
-                if tag_len + 1 + signature.len <= WINDOW && signature.matches(command, rest) {
-                    return PayloadKind::MailOrLogin;
-                }
-            }
-            return PayloadKind::Other;
-        }
-        if !next.is_ascii_alphanumeric() {
-            return PayloadKind::Other;
+    };
+    let command = match tag_len {
+        1 => window << 16,
+        2 => window << 24,
+        3 => window << 32,
+        4 => window << 40,
+        5 => window << 48,
+        _ => window << 56,
+    };
+    // The tag's bytes are in the payload: `len > tag_len` since the space is not past it.
+    let rest = len.saturating_sub(tag_len + 1);
+    for signature in &IMAP_COMMANDS {
+        if tag_len + 1 + signature.len <= WINDOW && signature.matches(command, rest) {
+            return PayloadKind::MailOrLogin;
         }
     }
     PayloadKind::Other
+}
+
+const _: () = assert!(
+    IMAP_MAX_TAG == 6,
+    "imap_tag_len and its shifts handle tags of 1 to 6"
+);
+
+/// The length of the IMAP tag the window starts with: alphanumerics up to the first space,
+/// 1 to [`IMAP_MAX_TAG`] of them. Bytes past the payload are zero, so they end no tag.
+#[inline(always)]
+fn imap_tag_len(window: u128) -> Option<usize> {
+    let bytes = window.to_be_bytes();
+    if !bytes[0].is_ascii_alphanumeric() {
+        return None;
+    }
+    // Constant indices: one compare per candidate position.
+    for (position, &b) in bytes.iter().enumerate().take(IMAP_MAX_TAG + 1).skip(1) {
+        if b == b' ' {
+            return Some(position);
+        }
+        if !b.is_ascii_alphanumeric() {
+            return None;
+        }
+    }
+    None
 }
 
 #[cfg(any(test, feature = "user"))]

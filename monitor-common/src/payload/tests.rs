@@ -298,6 +298,7 @@ fn table() -> Vec<Case> {
         ),
         case("imap login without its space", *b"a001 LOGIN", Other),
         case("imap logout", *b"a001 LOGOUT\r\n", Other),
+        case("imap tag of 6", *b"aaaaaa LOGIN a b\r\n", MailOrLogin),
         case("imap tag of 7", *b"aaaaaaa LOGIN a b\r\n", Other),
         case("imap tag with a dash", *b"a-1 LOGIN a b\r\n", Other),
         case("imap empty tag", *b" LOGIN a b\r\n", Other),
