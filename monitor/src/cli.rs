@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
-    config::{self, Config, Loaded, XdpModeSetting},
+    config::{self, Config, Loaded, LogFormat, XdpModeSetting},
     daemon::{self, Settings},
     metrics::budget::BudgetSettings,
     ports::report,
@@ -91,6 +91,9 @@ struct RunArgs {
     /// Log every packet from the kernel programs (debug level; costly).
     #[arg(long, env = "PORTMON_DEBUG_KERNEL")]
     debug_kernel: bool,
+    /// Log lines as text or as one JSON object per line [default: text].
+    #[arg(long, value_enum, env = "PORTMON_LOG_FORMAT")]
+    log_format: Option<LogFormat>,
 }
 
 fn parse_max_slices(text: &str) -> Result<u32, String> {
@@ -114,11 +117,13 @@ struct PortsArgs {
 /// Runs the CLI and maps errors to an exit code: 0 success, 1 any error, 2 usage.
 #[must_use]
 pub fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run(args),
-        Command::Ports(args) => ports(&args),
+        Command::Ports(args) => {
+            crate::logging::init(LogFormat::Text);
+            ports(&args)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -156,11 +161,26 @@ fn settings(args: RunArgs, loaded: Loaded) -> Settings {
         max_slices: args.max_slices.unwrap_or(file.max_slices),
         debug_kernel: args.debug_kernel || file.debug_kernel,
         policy: loaded.policy,
+        alerts: loaded.alerts,
     }
 }
 
+/// The log format: flag (or `PORTMON_LOG_FORMAT`) over the config file.
+fn log_format(args: &RunArgs, loaded: &Loaded) -> LogFormat {
+    args.log_format.unwrap_or(loaded.daemon.log_format)
+}
+
 fn run(args: RunArgs) -> anyhow::Result<()> {
-    let loaded = load_config(args.config.as_ref())?;
+    // The logger waits for the config, which may choose JSON; a config error is printed
+    // by `main` on stderr either way.
+    let loaded = match load_config(args.config.as_ref()) {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            crate::logging::init(args.log_format.unwrap_or_default());
+            return Err(error);
+        }
+    };
+    crate::logging::init(log_format(&args, &loaded));
     daemon::run(settings(args, loaded))
 }
 
@@ -247,6 +267,35 @@ mod tests {
             "repeatable and comma lists"
         );
         assert_eq!(merged.interval, config::defaults::INTERVAL);
+    }
+
+    #[test]
+    fn the_log_format_flag_overrides_the_config_file() {
+        let json_file =
+            Config::parse("[daemon]\nlog_format = \"json\"\n", "test.toml").expect("a valid file");
+        for (name, argv, loaded, expected) in [
+            ("default", &["run"][..], Loaded::default(), LogFormat::Text),
+            ("from the file", &["run"], json_file, LogFormat::Json),
+            (
+                "flag",
+                &["run", "--log-format", "json"],
+                Loaded::default(),
+                LogFormat::Json,
+            ),
+        ] {
+            assert_eq!(
+                log_format(&run_args(argv), &loaded),
+                expected,
+                "case {name}"
+            );
+        }
+        let file =
+            Config::parse("[daemon]\nlog_format = \"json\"\n", "test.toml").expect("a valid file");
+        assert_eq!(
+            log_format(&run_args(&["run", "--log-format", "text"]), &file),
+            LogFormat::Text,
+            "case flag over file"
+        );
     }
 
     #[test]

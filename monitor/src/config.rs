@@ -11,11 +11,14 @@
 //! protocol = "tcp"
 //! service = "intranet-http"
 //! security = "plaintext"
+//!
+//! [alerts]
+//! warmup = "10m"
+//! webhook_url = "http://127.0.0.1:9093"
 //! ```
 //!
 //! Every struct denies unknown keys, so a typo is an error naming the key and its line.
-//! Sections for later features (for example `[alerts]`) are added as new fields of
-//! [`Config`].
+//! `[alerts]` is the spike detector's section, documented in [`crate::alerts`].
 
 pub mod duration;
 
@@ -24,6 +27,7 @@ use std::{fmt::Write as _, net::SocketAddr, ops::Range, path::Path, time::Durati
 use serde::{Deserialize, Deserializer};
 
 use crate::{
+    alerts::AlertsConfig,
     attach::XdpMode,
     dataplane::MAX_SLICES_LIMIT,
     ports::{Policy, PortOverride},
@@ -40,6 +44,8 @@ pub struct Config {
     pub daemon: DaemonConfig,
     /// `[[ports]]`: overrides and extensions of the port knowledge, in file order.
     pub ports: Vec<toml::Spanned<PortOverride>>,
+    /// `[alerts]`: the spike detector, its log lines and webhook.
+    pub alerts: AlertsConfig,
 }
 
 /// A configuration ready for use: the daemon settings and the port knowledge with the
@@ -50,6 +56,8 @@ pub struct Loaded {
     pub daemon: DaemonConfig,
     /// The built-in port knowledge with `[[ports]]` applied.
     pub policy: Policy,
+    /// `[alerts]`, validated.
+    pub alerts: AlertsConfig,
 }
 
 impl Default for Loaded {
@@ -57,6 +65,7 @@ impl Default for Loaded {
         Self {
             daemon: DaemonConfig::default(),
             policy: Policy::builtin(),
+            alerts: AlertsConfig::default(),
         }
     }
 }
@@ -85,6 +94,19 @@ pub struct DaemonConfig {
     pub max_slices: u32,
     /// Per-packet debug logging in the kernel programs.
     pub debug_kernel: bool,
+    /// Log lines as human-readable text or one JSON object per line.
+    pub log_format: LogFormat,
+}
+
+/// `--log-format` / `log_format`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// `[timestamp LEVEL target] message key=value...`.
+    #[default]
+    Text,
+    /// One JSON object per line: timestamp, level, target, message and the fields.
+    Json,
 }
 
 /// Defaults shared by the config file and the flags.
@@ -116,6 +138,7 @@ impl Default for DaemonConfig {
             promote_min_packets: defaults::PROMOTE_MIN_PACKETS,
             max_slices: monitor_common::layout::DEFAULT_MAX_SLICES,
             debug_kernel: false,
+            log_format: LogFormat::Text,
         }
     }
 }
@@ -240,9 +263,14 @@ impl Config {
             )
         })?;
         let policy = config.policy(source, origin)?;
+        if let Err(error) = config.alerts.validate() {
+            let start = source.find("[alerts]").unwrap_or(0);
+            return Err(invalid(source, origin, start..start, &error.to_string()));
+        }
         Ok(Loaded {
             daemon: config.daemon,
             policy,
+            alerts: config.alerts,
         })
     }
 
@@ -348,6 +376,7 @@ pub fn sample() -> String {
     );
     let _ = writeln!(text, "max_slices = {}", defaults.max_slices);
     let _ = writeln!(text, "debug_kernel = {}", defaults.debug_kernel);
+    let _ = writeln!(text, "log_format = \"text\"  # or \"json\"");
     text
 }
 
@@ -384,7 +413,8 @@ mod tests {
              top_k = 5\n\
              promote_min_packets = 7\n\
              max_slices = 4\n\
-             debug_kernel = true\n",
+             debug_kernel = true\n\
+             log_format = \"json\"\n",
         )
         .expect("a valid file");
         assert_eq!(
@@ -399,6 +429,7 @@ mod tests {
                 promote_min_packets: 7,
                 max_slices: 4,
                 debug_kernel: true,
+                log_format: LogFormat::Json,
             }
         );
     }
@@ -544,6 +575,77 @@ mod tests {
                     assert!(
                         message.contains(words),
                         "case {name}: {words:?} in {message:?}"
+                    );
+                }
+                Err(other) => panic!("case {name}: expected an invalid-config error, got {other}"),
+                Ok(_) => panic!("case {name}: expected an error, the file was accepted"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_alerts_section_is_read_and_checked() {
+        let config = parse(
+            "[daemon]\ninterval = \"1s\"\n\n[alerts]\nwarmup = \"20s\"\nmin_packet_rate = 2.0\n\
+             must_be_zero = [\"23/tcp\", \"69/udp\"]\nwebhook_url = \"http://127.0.0.1:9093\"\n",
+        )
+        .expect("a valid [alerts] section");
+        assert_eq!(
+            config.alerts,
+            AlertsConfig {
+                warmup: Duration::from_secs(20),
+                min_packet_rate: 2.0,
+                must_be_zero: vec![
+                    crate::alerts::PortSpec::new(23, monitor_common::layout::L4::Tcp),
+                    crate::alerts::PortSpec::new(69, monitor_common::layout::L4::Udp),
+                ],
+                webhook_url: Some("http://127.0.0.1:9093".to_owned()),
+                ..AlertsConfig::default()
+            }
+        );
+        assert_eq!(
+            parse("").expect("an empty file").alerts,
+            AlertsConfig::default(),
+            "no [alerts] section: the defaults"
+        );
+        // (case, file, line, words the message must contain)
+        let cases: &[(&str, &str, usize, &str)] = &[
+            (
+                "unknown key",
+                "[alerts]\nwarmpu = \"1m\"\n",
+                2,
+                "unknown field `warmpu`",
+            ),
+            (
+                "bad port spec",
+                "[alerts]\nmust_be_zero = [\"23\"]\n",
+                2,
+                "PORT/PROTOCOL",
+            ),
+            (
+                "clear above fire",
+                "[daemon]\ntop_k = 1\n[alerts]\nclear_ratio = 9.0\n",
+                3,
+                "alerts.clear_ratio",
+            ),
+            (
+                "bad duration",
+                "[alerts]\nclear_after = \"soon\"\n",
+                2,
+                "not a duration",
+            ),
+        ];
+        for (name, source, line, words) in cases {
+            match parse(source) {
+                Err(ConfigError::Invalid {
+                    line: got_line,
+                    message,
+                    ..
+                }) => {
+                    assert_eq!(got_line, *line, "case {name}: line (message {message:?})");
+                    assert!(
+                        message.contains(words),
+                        "case {name}: expected {words:?} in {message:?}"
                     );
                 }
                 Err(other) => panic!("case {name}: expected an invalid-config error, got {other}"),

@@ -12,5 +12,7 @@ pub mod counters;
 pub mod daemon;
 pub mod dataplane;
 pub mod http;
+pub mod logging;
 pub mod metrics;
 pub mod ports;
+pub mod webhook;

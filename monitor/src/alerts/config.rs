@@ -56,6 +56,13 @@ pub struct AlertsConfig {
     pub clip_z: f64,
     /// Ports that must carry no traffic at all: the first packet fires.
     pub must_be_zero: Vec<PortSpec>,
+    /// Where to POST alerts in the Alertmanager v2 format (`http://host:port`; the path
+    /// `/api/v2/alerts` is added when the URL has none). No webhook when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
+    /// How long one webhook request may take before it is abandoned (and retried).
+    #[serde(with = "human_duration")]
+    pub webhook_timeout: Duration,
 }
 
 impl Default for AlertsConfig {
@@ -78,6 +85,8 @@ impl Default for AlertsConfig {
                 PortSpec::new(2375, L4::Tcp),
                 PortSpec::new(514, L4::Tcp),
             ],
+            webhook_url: None,
+            webhook_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -156,6 +165,11 @@ impl AlertsConfig {
         }
         if self.half_life.is_zero() {
             return Err(AlertsConfigError::ZeroDuration { key: "half_life" });
+        }
+        if self.webhook_timeout.is_zero() {
+            return Err(AlertsConfigError::ZeroDuration {
+                key: "webhook_timeout",
+            });
         }
         Ok(())
     }
@@ -291,6 +305,8 @@ fire_after = "500ms"
 clear_after = "10s"
 clip_z = 3.0
 must_be_zero = ["21/tcp", "69/udp"]
+webhook_url = "http://127.0.0.1:9093"
+webhook_timeout = "2s"
 "#,
         )
         .expect("a complete [alerts] section parses");
@@ -308,6 +324,8 @@ must_be_zero = ["21/tcp", "69/udp"]
             clear_after: Duration::from_secs(10),
             clip_z: 3.0,
             must_be_zero: vec![PortSpec::new(21, L4::Tcp), PortSpec::new(69, L4::Udp)],
+            webhook_url: Some("http://127.0.0.1:9093".to_owned()),
+            webhook_timeout: Duration::from_secs(2),
         };
         assert_eq!(got, want);
         got.validate().expect("these values are valid");

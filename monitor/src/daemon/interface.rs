@@ -20,7 +20,7 @@ use std::{
 
 use anyhow::Context as _;
 use aya::programs::TcAttachType;
-use monitor_common::layout::{Counter, Direction, Reason};
+use monitor_common::layout::{Counter, Direction, L4, Reason};
 
 use crate::{
     attach::{self, XdpMode},
@@ -54,6 +54,7 @@ struct State {
 /// An attached interface.
 pub struct Interface {
     name: String,
+    ifindex: u32,
     attachments: Vec<Attachment>,
     counters: CounterMap,
     state: Mutex<State>,
@@ -121,9 +122,11 @@ impl Interface {
             .map(|a| format!("{} ({})", a.hook, a.mode))
             .collect();
         log::info!("attached to {name}: {}", described.join(", "));
+        let ifindex = ifindex(name).with_context(|| format!("finding the index of {name}"))?;
         Ok((
             Self {
                 name: name.to_owned(),
+                ifindex,
                 attachments,
                 counters,
                 state: Mutex::new(State {
@@ -162,6 +165,30 @@ impl Interface {
                 "{}: {promoted} port(s) promoted to their own series (top-{} busiest)",
                 self.name,
                 settings.top_k
+            );
+        }
+    }
+
+    /// The interface name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The kernel interface index.
+    #[must_use]
+    pub fn ifindex(&self) -> u32 {
+        self.ifindex
+    }
+
+    /// Appends the last read's totals of `watched` ports, ingress then egress, to `out`.
+    pub fn watched_counters(&self, watched: &[(L4, u16)], out: &mut Vec<Counter>) {
+        let (state, _) = lock(&self.state);
+        for direction in Direction::ALL {
+            out.extend(
+                watched
+                    .iter()
+                    .map(|&(l4, port)| state.totals.port(direction, l4, port)),
             );
         }
     }
@@ -228,6 +255,20 @@ impl Interface {
             }
         }
         stats
+    }
+}
+
+/// The kernel index of interface `name`.
+fn ifindex(name: &str) -> std::io::Result<u32> {
+    let name = std::ffi::CString::new(name)
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: `name` is a valid NUL-terminated string that outlives the call, which only
+    // reads it.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if index == 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(index)
     }
 }
 

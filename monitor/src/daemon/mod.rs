@@ -6,20 +6,29 @@
 //! `--max-slices`, default 8), so the total is `interfaces x slices x ~6 MiB`.
 //! User memory: one `Totals` of `SLICE_BYTES` per interface.
 
+mod alerting;
 mod interface;
 mod kernel_log;
 pub mod netlink;
 pub mod preflight;
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, Instant},
+};
 
 use anyhow::Context as _;
 use aya::util::KernelVersion;
 use monitor_common::layout::{SLICE_BYTES, slice_plan};
 use tokio::signal::unix::{SignalKind, signal};
 
-use self::interface::{AttachOptions, Interface};
+use self::{
+    alerting::Alerting,
+    interface::{AttachOptions, Interface},
+};
 use crate::{
+    alerts::AlertsConfig,
     attach::XdpMode,
     caps,
     dataplane::LoadOptions,
@@ -30,6 +39,7 @@ use crate::{
         encode::Format,
     },
     ports::Policy,
+    webhook::WebhookSender,
 };
 
 /// Everything `portmon run` needs, flags and config merged.
@@ -53,6 +63,8 @@ pub struct Settings {
     pub debug_kernel: bool,
     /// Port knowledge with the config's overrides.
     pub policy: Policy,
+    /// The spike detector's `[alerts]` section.
+    pub alerts: AlertsConfig,
 }
 
 /// The shared state the reader updates and the scrape reads.
@@ -62,6 +74,8 @@ struct Daemon {
     classes: PortClasses,
     budget: BudgetSettings,
     series_budget: u64,
+    /// The spike detector; `None` when `[alerts] enabled = false`.
+    alerting: Option<Mutex<Alerting>>,
 }
 
 /// `/proc/sys/kernel/bpf_stats_enabled`: the kernel counts program run time only while 1.
@@ -80,6 +94,12 @@ impl MetricsSource for Daemon {
                 .map(|interface| interface.view(&self.classes, with_stats))
                 .collect(),
             series_budget: self.series_budget,
+            alerts: self.alerting.as_ref().map(|alerting| {
+                alerting
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .view(&self.interfaces, &self.policy)
+            }),
         };
         let gathered = started.elapsed();
         let text = metrics::render(&view, format);
@@ -96,6 +116,12 @@ impl Daemon {
     fn read_all(&self) {
         for interface in &self.interfaces {
             interface.read(&self.classes, self.budget);
+        }
+        if let Some(alerting) = &self.alerting {
+            alerting
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .observe(&self.interfaces, &self.policy, Instant::now());
         }
     }
 }
@@ -141,6 +167,41 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     result
 }
 
+/// The spike detector and its webhook, unless `[alerts] enabled = false`. Must run inside
+/// the runtime (the webhook's sender is a task).
+fn start_alerting(settings: &Settings) -> anyhow::Result<Option<Mutex<Alerting>>> {
+    if !settings.alerts.enabled {
+        log::info!("spike detector disabled ([alerts] enabled = false)");
+        return Ok(None);
+    }
+    let webhook = match &settings.alerts.webhook_url {
+        Some(url) => Some(
+            WebhookSender::spawn(
+                url,
+                settings.alerts.webhook_timeout,
+                format!("http://{}/metrics", settings.listen),
+            )
+            .context("starting the alert webhook")?,
+        ),
+        None => None,
+    };
+    let alerting = Alerting::new(settings.alerts.clone(), &settings.policy, webhook)
+        .context("configuring the spike detector (the [alerts] section)")?;
+    log::info!(
+        "spike detector: {} plaintext, ambiguous or must-be-zero port(s) watched per \
+         interface and direction; warm-up {}{}",
+        alerting.watched(),
+        crate::config::duration::format(settings.alerts.warmup),
+        settings
+            .alerts
+            .webhook_url
+            .as_ref()
+            .map(|url| format!("; alerts also POSTed to {url}"))
+            .unwrap_or_default(),
+    );
+    Ok(Some(Mutex::new(alerting)))
+}
+
 async fn serve(
     settings: Settings,
     names: Vec<String>,
@@ -172,6 +233,7 @@ async fn serve(
             loggers.push((name.clone(), logger));
         }
     }
+    let alerting = start_alerting(&settings)?;
     let classes = PortClasses::new(&settings.policy);
     let series_budget = classes.interface_budget(settings.budget) * interfaces.len() as u64;
     let plan = slice_plan(
@@ -194,6 +256,7 @@ async fn serve(
         classes,
         budget: settings.budget,
         series_budget,
+        alerting,
     });
     daemon.read_all();
 

@@ -12,7 +12,7 @@ mod render;
 
 use std::time::Duration;
 
-use monitor_common::layout::{Counter, Direction, Reason};
+use monitor_common::layout::{Counter, Direction, L4, Reason};
 
 pub use self::render::render;
 use self::{budget::PortSample, histogram::Histogram};
@@ -25,6 +25,34 @@ pub struct View<'a> {
     pub interfaces: Vec<InterfaceView>,
     /// The most per-port series the budget allows, over all interfaces.
     pub series_budget: u64,
+    /// The spike detector's state; `None` when `[alerts] enabled = false`.
+    pub alerts: Option<AlertsView>,
+}
+
+/// The detector's exported state.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AlertsView {
+    /// Alerts firing now (`portmon_plaintext_alert` 1).
+    pub firing: Vec<FiringAlert>,
+    /// Alerts started since portmon started.
+    pub total: u64,
+}
+
+/// One firing alert's labels.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FiringAlert {
+    /// Interface name.
+    pub interface: String,
+    /// Ingress or egress.
+    pub direction: Direction,
+    /// TCP or UDP.
+    pub protocol: L4,
+    /// Destination port.
+    pub port: u16,
+    /// Service name of the port.
+    pub service: String,
+    /// `spike` or `must_be_zero`.
+    pub reason: &'static str,
 }
 
 /// The exported state of one interface.

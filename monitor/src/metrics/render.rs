@@ -3,7 +3,7 @@
 use monitor_common::layout::{Counter, L4, LAYOUT_VERSION, Reason};
 
 use super::{
-    View,
+    AlertsView, View,
     budget::{PortSample, bucket_labels},
     encode::{Encoder, Format, Kind},
 };
@@ -46,6 +46,9 @@ pub fn render(view: &View<'_>, format: Format) -> String {
     unparsed(&mut encoder, view);
     port_info(&mut encoder, view.policy);
     self_metrics(&mut encoder, view);
+    if let Some(alerts) = &view.alerts {
+        plaintext_alerts(&mut encoder, alerts);
+    }
     encoder.finish();
     out
 }
@@ -276,6 +279,34 @@ fn self_metrics(encoder: &mut Encoder<'_>, view: &View<'_>) {
     }
 }
 
+fn plaintext_alerts(encoder: &mut Encoder<'_>, alerts: &AlertsView) {
+    encoder.family(
+        "portmon_plaintext_alert",
+        Kind::Gauge,
+        "1 while portmon's detector fires on a plaintext port (reason spike or must_be_zero); \
+         the series disappears when the alert ends.",
+    );
+    for alert in &alerts.firing {
+        encoder.sample(
+            &[
+                ("interface", &alert.interface),
+                ("direction", alert.direction.as_str()),
+                ("protocol", alert.protocol.as_str()),
+                ("port", &alert.port.to_string()),
+                ("service", &alert.service),
+                ("reason", alert.reason),
+            ],
+            1,
+        );
+    }
+    encoder.family(
+        "portmon_plaintext_alerts",
+        Kind::Counter,
+        "Alerts started by portmon's detector since it started.",
+    );
+    encoder.sample(&[], alerts.total);
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -350,6 +381,17 @@ mod tests {
                 }],
             }],
             series_budget: 123,
+            alerts: Some(AlertsView {
+                firing: vec![crate::metrics::FiringAlert {
+                    interface: "veth0".into(),
+                    direction: Direction::Ingress,
+                    protocol: L4::Tcp,
+                    port: 23,
+                    service: "telnet".into(),
+                    reason: "must_be_zero",
+                }],
+                total: 2,
+            }),
         }
     }
 
@@ -389,6 +431,10 @@ mod tests {
             "portmon_bpf_program_run_time_seconds_total{interface=\"veth0\",hook=\"xdp\"} 0.0015"
                 .to_owned(),
             "portmon_bpf_program_runs_total{interface=\"veth0\",hook=\"xdp\"} 9".to_owned(),
+            "portmon_plaintext_alert{interface=\"veth0\",direction=\"ingress\",protocol=\"tcp\",\
+             port=\"23\",service=\"telnet\",reason=\"must_be_zero\"} 1"
+                .to_owned(),
+            "portmon_plaintext_alerts_total 2".to_owned(),
         ];
         let got = lines(&text);
         for line in &expected {
@@ -458,5 +504,14 @@ mod tests {
         view.interfaces[0].programs.clear();
         let text = render(&view, Format::Prometheus);
         assert!(!text.contains("portmon_bpf_program"), "{text}");
+    }
+
+    #[test]
+    fn without_the_detector_the_alert_families_are_absent() {
+        let policy = Policy::builtin();
+        let mut view = view(&policy);
+        view.alerts = None;
+        let text = render(&view, Format::Prometheus);
+        assert!(!text.contains("portmon_plaintext_alert"), "{text}");
     }
 }
