@@ -128,7 +128,11 @@ pub fn run(settings: &Settings) -> anyhow::Result<Vec<Figure>> {
     let mut figures = cost_figures(&runs);
     figures.extend(contention_figures(&runs));
     let lives: Vec<floods::LiveRun> = runs.iter().filter_map(|run| run.live.clone()).collect();
-    figures.extend(floods::figures(&lives));
+    let portmon_overhead = figures
+        .iter()
+        .find(|figure| figure.name == "portmon_overhead_ns")
+        .map_or(f64::NAN, |figure| figure.value);
+    figures.extend(floods::figures(&lives, portmon_overhead));
     figures.extend(memory_figures()?);
     Ok(figures)
 }
