@@ -2,6 +2,7 @@
 
 mod bench;
 mod command;
+mod dist;
 mod fuzz;
 mod run;
 mod setup;
@@ -35,6 +36,8 @@ enum Task {
         #[arg(value_enum, default_value_t = BenchChoice::All)]
         target: BenchChoice,
     },
+    /// Build the release tarball: static binary with the eBPF object, unit, rules, dashboard, manifests.
+    Dist,
     /// Fuzz the shared packet parser with cargo-fuzz (libFuzzer) for a bounded time.
     Fuzz {
         /// How long to fuzz, in seconds.
@@ -75,6 +78,7 @@ fn main() -> ExitCode {
     let result = match cli.task {
         Task::Setup => setup::run(),
         Task::Bench { target } => bench::run(target.into()),
+        Task::Dist => setup::ensure().and_then(|()| dist::run()),
         Task::Fuzz { seconds } => setup::ensure().and_then(|()| fuzz::run(seconds)),
         Task::Run { args } => run::run(&args),
         Task::Test { cargo_args } => test::run(&cargo_args),
