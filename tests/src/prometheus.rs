@@ -466,6 +466,124 @@ impl Drop for Prometheus {
     }
 }
 
+/// A real Alertmanager (Debian's `prometheus-alertmanager`) on a free loopback port, with a
+/// receiver that notifies nobody, clustering off, killed and its directory removed on drop.
+pub struct Alertmanager {
+    child: Child,
+    dir: PathBuf,
+    addr: SocketAddr,
+    agent: ureq::Agent,
+}
+
+impl Alertmanager {
+    /// Starts it and waits, at most [`READY_TIMEOUT`], until it is ready.
+    ///
+    /// # Errors
+    /// When it cannot be started or does not become ready; the error quotes its log.
+    pub fn start() -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!(
+            "portmon-alertmanager-{}-{}",
+            std::process::id(),
+            SERVERS.fetch_add(1, Ordering::Relaxed)
+        ));
+        fs::create_dir_all(dir.join("data"))
+            .with_context(|| format!("creating {}", dir.display()))?;
+        let config = dir.join("alertmanager.yml");
+        fs::write(
+            &config,
+            "route:\n  receiver: nobody\nreceivers:\n  - name: nobody\n",
+        )
+        .with_context(|| format!("writing {}", config.display()))?;
+        let addr = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .and_then(|listener| listener.local_addr())
+            .context("finding a free loopback port")?;
+        let log =
+            fs::File::create(dir.join("alertmanager.log")).context("creating the log file")?;
+        let child = Command::new(tool("prometheus-alertmanager"))
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.path={}", dir.join("data").display()))
+            .arg(format!("--web.listen-address={addr}"))
+            .arg("--cluster.listen-address=")
+            .arg("--log.level=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().context("sharing the log file")?)
+            .stderr(log)
+            .spawn()
+            .context("starting prometheus-alertmanager (Debian package prometheus-alertmanager)")?;
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(HTTP_TIMEOUT))
+            .build()
+            .into();
+        let mut server = Self {
+            child,
+            dir,
+            addr,
+            agent,
+        };
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Some(status) = server.child.try_wait().context("polling alertmanager")? {
+                bail!(
+                    "alertmanager exited with {status}; its log:\n{}",
+                    server.log()
+                );
+            }
+            if server
+                .agent
+                .get(format!("{}/-/ready", server.url()))
+                .call()
+                .is_ok_and(|response| response.status().is_success())
+            {
+                return Ok(server);
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "alertmanager was not ready after {READY_TIMEOUT:?}; its log:\n{}",
+                    server.log()
+                );
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Base URL, without a trailing slash.
+    #[must_use]
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Its log so far.
+    #[must_use]
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("alertmanager.log")).unwrap_or_default()
+    }
+
+    /// `GET /api/v2/alerts`: every alert it holds, as JSON objects.
+    ///
+    /// # Errors
+    /// On a transport error or an answer that is not a JSON array.
+    pub fn alerts(&self) -> anyhow::Result<Vec<serde_json::Value>> {
+        let mut response = self
+            .agent
+            .get(format!("{}/api/v2/alerts", self.url()))
+            .call()
+            .context("calling /api/v2/alerts")?;
+        response
+            .body_mut()
+            .read_json()
+            .context("reading the answer of /api/v2/alerts")
+    }
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// A stand-in exporter: serves `GET /metrics` (any path, in fact) with the text `body` returns
 /// at each request, on a free loopback port. Stopped on drop.
 pub struct ScrapeTarget {
