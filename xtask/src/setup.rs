@@ -16,19 +16,19 @@ const BUILD_PACKAGES: &[&str] = &[
     "build-essential",
 ];
 
-/// Debian packages the tests and benchmarks drive: real peers, real Prometheus.
+/// Debian packages the tests and benchmarks drive: `ip` for namespaces and veths, `setpriv`
+/// to drop capabilities, a real Prometheus (and promtool) and Alertmanager, `systemd-analyze`
+/// for the unit's security score.
 const TEST_PACKAGES: &[&str] = &[
     "iproute2",
     "util-linux",
     "prometheus",
-    "nmap",
-    "socat",
-    "ncat",
-    "python3-scapy",
-    "tcpreplay",
-    "hping3",
-    "iperf3",
+    "prometheus-alertmanager",
+    "systemd",
 ];
+
+/// Python tools the tests drive, installed with pip: (command that must run, pip requirement).
+const PIP_TOOLS: &[(&str, &str)] = &[("kubernetes-validate", "kubernetes-validate==1.37.0")];
 
 /// The bpf-linker release known to work with LLVM 22 and these toolchains.
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -63,6 +63,7 @@ fn ensure_with(report: Report) -> anyhow::Result<()> {
         }
     };
     ensure_packages(say)?;
+    ensure_pip_tools(say)?;
     ensure_rust_src(say)?;
     ensure_bpf_linker(say)?;
     ensure_bpffs(say)?;
@@ -94,6 +95,26 @@ fn ensure_packages(say: impl Fn(&str)) -> anyhow::Result<()> {
             .args(&missing),
         "installing Debian packages",
     )
+}
+
+fn ensure_pip_tools(say: impl Fn(&str)) -> anyhow::Result<()> {
+    for (tool, requirement) in PIP_TOOLS {
+        if command::succeeds(Command::new(tool).arg("--version")) {
+            say(&format!("{tool}: installed"));
+            continue;
+        }
+        println!("setup: installing {requirement} with pip (the Kubernetes manifest tests use it)");
+        command::run(
+            Command::new("python3").args(["-m", "pip", "install", "--quiet", requirement]),
+            "installing a Python test tool with pip (is python3-pip installed?)",
+        )?;
+        // Under pyenv a new console script needs its shim made; elsewhere this is a no-op.
+        let _ = command::succeeds(Command::new("pyenv").arg("rehash"));
+        if !command::succeeds(Command::new(tool).arg("--version")) {
+            bail!("{tool} was installed by pip but does not run: is pip's bin directory on PATH?");
+        }
+    }
+    Ok(())
 }
 
 fn package_installed(package: &str) -> bool {
