@@ -3,8 +3,13 @@
 //! than [`MAX_EXPOSURE`] (a regression guard: lower it when the unit improves), and the
 //! settings that make portmon work and least-privileged are the ones it holds.
 //!
-//! Needs `systemd-analyze` (Debian: `apt-get install -y systemd`); systemd need not be
-//! running. The test fails, rather than skips, when the tool is missing.
+//! [`booted`] then boots the unit, unchanged, under a real systemd in `systemd-nspawn`.
+//!
+//! Needs `systemd-analyze` (Debian: `apt-get install -y systemd`; systemd need not be
+//! running) and, for [`booted`], root and `systemd-nspawn` (`apt-get install -y
+//! systemd-container`). The tests fail, rather than skip, when a tool is missing.
+
+#![expect(clippy::expect_used, reason = "tests panic with what they expected")]
 
 use std::{
     collections::BTreeMap,
@@ -299,5 +304,343 @@ mod tempdir {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.0);
         }
+    }
+}
+
+/// The unit, unchanged, started by a real systemd: `systemd-nspawn` boots a minimal
+/// container (the host's /usr, a hand-made /etc holding the units) that shares the host's
+/// network, with a private bpffs instance mounted mode 0700 as systemd mounts it. portmon
+/// must attach as the `portmon` user with exactly its three capabilities, pin nowhere but
+/// its own directory, and come back after `kill -9`.
+///
+/// Needs root and `systemd-nspawn` (Debian: `apt-get install -y systemd-container`).
+mod booted {
+    use std::{
+        fs,
+        net::{Ipv4Addr, SocketAddr},
+        os::unix::fs::{MetadataExt as _, PermissionsExt as _, symlink},
+        path::{Path, PathBuf},
+        process::{Child, Command, Stdio},
+        thread,
+        time::{Duration, Instant},
+    };
+
+    use nix::{
+        mount::{MntFlags, MsFlags, mount, umount2},
+        sys::signal::{Signal, kill},
+        unistd::Pid,
+    };
+    use portmon::caps::REQUIRED;
+    use portmon_tests::{
+        daemon::{free_port, http_get, portmon_binary},
+        netns::{Stack, Topology},
+    };
+
+    use super::{read, tempdir};
+
+    /// The portmon user's id inside the container (no user namespace: also on the host).
+    const UID: u32 = 961;
+    /// The boot, the attach and a restart each finish well within this.
+    const LIMIT: Duration = Duration::from_secs(90);
+    const TARGET: &str = "[Unit]\nDescription=portmon boot test\nRequires=portmon.service\n\
+                          After=portmon.service\nAllowIsolate=yes\n";
+
+    /// A bpffs instance of our own, mode 0700 like systemd's, unmounted on drop.
+    struct Bpffs(tempdir::Dir);
+
+    impl Bpffs {
+        fn new() -> Self {
+            let dir = tempdir::Dir::new("bpffs");
+            mount(
+                Some("bpf"),
+                dir.path(),
+                Some("bpf"),
+                MsFlags::empty(),
+                Some("mode=0700"),
+            )
+            .unwrap_or_else(|error| panic!("mounting a bpffs (run as root): {error}"));
+            Self(dir)
+        }
+    }
+
+    impl Drop for Bpffs {
+        fn drop(&mut self) {
+            if let Err(error) = umount2(self.0.path(), MntFlags::MNT_DETACH) {
+                eprintln!("unmounting the test bpffs: {error}");
+            }
+        }
+    }
+
+    /// The container's root: the host's /usr (bound by nspawn), symlinks, and an /etc with
+    /// the two units, a test target, the environment file and the portmon user.
+    fn container_root(interface: &str, listen: SocketAddr) -> tempdir::Dir {
+        let root = tempdir::Dir::new("root");
+        let path = root.path();
+        for dir in [
+            "usr/lib",
+            "usr/local/bin",
+            "etc/systemd/system",
+            "etc/default",
+            "var/log/journal",
+            "tmp",
+            "run",
+            "proc",
+            "sys",
+            "dev",
+            "root",
+            "bin-portmon",
+        ] {
+            fs::create_dir_all(path.join(dir)).expect("creating the container's folders");
+        }
+        for dir in ["bin", "sbin", "lib", "lib64"] {
+            symlink(format!("usr/{dir}"), path.join(dir)).expect("linking into /usr");
+        }
+        let os_release = fs::read("/usr/lib/os-release").expect("reading /usr/lib/os-release");
+        let files: [(&str, Vec<u8>); 9] = [
+            ("usr/lib/os-release", os_release.clone()),
+            ("etc/os-release", os_release),
+            // Empty: systemd makes up a transient id that differs from the host's.
+            ("etc/machine-id", Vec::new()),
+            (
+                "etc/passwd",
+                format!("root:x:0:0::/root:/bin/sh\nportmon:x:{UID}:{UID}::/:/usr/sbin/nologin\n")
+                    .into_bytes(),
+            ),
+            (
+                "etc/group",
+                format!("root:x:0:\nportmon:x:{UID}:\n").into_bytes(),
+            ),
+            (
+                "etc/systemd/system/portmon.service",
+                read("portmon.service").into_bytes(),
+            ),
+            (
+                "etc/systemd/system/portmon-bpffs.service",
+                read("portmon-bpffs.service").into_bytes(),
+            ),
+            (
+                "etc/systemd/system/portmon-test.target",
+                TARGET.as_bytes().to_vec(),
+            ),
+            (
+                "etc/default/portmon",
+                format!("PORTMON_IFACE={interface}\nPORTMON_LISTEN={listen}\n").into_bytes(),
+            ),
+        ];
+        for (name, contents) in files {
+            fs::write(path.join(name), contents).expect("writing a container file");
+        }
+        let binary = path.join("bin-portmon/portmon");
+        fs::copy(portmon_binary(), &binary).expect("copying the portmon binary");
+        fs::set_permissions(&binary, fs::Permissions::from_mode(0o755)).expect("chmod portmon");
+        root
+    }
+
+    /// A booted container; powered off (then killed if need be) on drop.
+    struct Container {
+        nspawn: Child,
+        log: PathBuf,
+        journal: PathBuf,
+    }
+
+    impl Container {
+        fn boot(root: &Path, bpffs: &Path, name: &str) -> Self {
+            let log = root.join("nspawn.log");
+            let output = fs::File::create(&log).expect("creating the container log");
+            let errors = output.try_clone().expect("cloning the log handle");
+            let nspawn = Command::new("systemd-nspawn")
+                .arg("--directory")
+                .arg(root)
+                .args(["--boot", "--register=no", "--keep-unit", "--quiet"])
+                .args(["--machine", name, "--console=pipe"])
+                // nspawn's own filter and bounding set would refuse bpf() and the three caps.
+                .args(["--capability=CAP_BPF,CAP_PERFMON,CAP_NET_ADMIN"])
+                .args(["--system-call-filter=bpf"])
+                .arg("--bind-ro=/usr")
+                .arg(format!(
+                    "--bind-ro={}:/usr/local/bin",
+                    root.join("bin-portmon").display()
+                ))
+                .arg(format!("--bind={}:/sys/fs/bpf", bpffs.display()))
+                .args(["--", "systemd.unit=portmon-test.target"])
+                .stdin(Stdio::null())
+                .stdout(output)
+                .stderr(errors)
+                .spawn()
+                .unwrap_or_else(|error| {
+                    panic!(
+                        "starting systemd-nspawn failed: {error}. Install it with \
+                         `apt-get install -y systemd-container`"
+                    )
+                });
+            Self {
+                nspawn,
+                log,
+                journal: root.join("var/log/journal"),
+            }
+        }
+
+        /// What the container and portmon said, for a failure message.
+        fn diagnostics(&self) -> String {
+            let console = fs::read_to_string(&self.log).unwrap_or_default();
+            let journal = Command::new("journalctl")
+                .arg("--directory")
+                .arg(&self.journal)
+                .args(["--no-pager", "-o", "cat", "-n", "60"])
+                .output()
+                .map(|output| String::from_utf8_lossy(&output.stdout).into_owned())
+                .unwrap_or_default();
+            format!("nspawn:\n{console}\njournal:\n{journal}")
+        }
+
+        /// Host pids of the container's processes named `comm`.
+        fn processes(&self, comm: &str) -> Vec<u32> {
+            let mut found = Vec::new();
+            let mut queue = vec![self.nspawn.id()];
+            while let Some(pid) = queue.pop() {
+                let name = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                if name.trim() == comm {
+                    found.push(pid);
+                }
+                let tasks = fs::read_dir(format!("/proc/{pid}/task"))
+                    .into_iter()
+                    .flatten();
+                for task in tasks.flatten() {
+                    let children =
+                        fs::read_to_string(task.path().join("children")).unwrap_or_default();
+                    queue.extend(
+                        children
+                            .split_whitespace()
+                            .filter_map(|child| child.parse::<u32>().ok()),
+                    );
+                }
+            }
+            found
+        }
+    }
+
+    impl Drop for Container {
+        fn drop(&mut self) {
+            let pid = Pid::from_raw(i32::try_from(self.nspawn.id()).unwrap_or(i32::MAX));
+            // nspawn turns SIGTERM into an orderly poweroff of the container.
+            let _ = kill(pid, Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if matches!(self.nspawn.try_wait(), Ok(Some(_))) {
+                    return;
+                }
+                thread::sleep(Duration::from_millis(100));
+            }
+            for init in self.processes("systemd") {
+                let _ = kill(
+                    Pid::from_raw(i32::try_from(init).unwrap_or(i32::MAX)),
+                    Signal::SIGKILL,
+                );
+            }
+            let _ = self.nspawn.kill();
+            let _ = self.nspawn.wait();
+        }
+    }
+
+    fn status_field(pid: u32, field: &str) -> String {
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(field))
+            .map(|value| value.trim().to_owned())
+            .unwrap_or_default()
+    }
+
+    /// Waits until portmon answers with `interface` attached, and returns its host pid,
+    /// which must differ from `not`.
+    fn wait_attached(
+        container: &Container,
+        listen: SocketAddr,
+        interface: &str,
+        not: Option<u32>,
+    ) -> u32 {
+        let needle = format!("portmon_attached{{interface=\"{interface}\",hook=\"xdp\"");
+        let deadline = Instant::now() + LIMIT;
+        while Instant::now() < deadline {
+            let pids: Vec<u32> = container
+                .processes("portmon")
+                .into_iter()
+                .filter(|&pid| Some(pid) != not)
+                .collect();
+            let attached = http_get(listen, "/metrics", None)
+                .is_ok_and(|response| response.body.contains(&needle));
+            if let ([pid], true) = (pids.as_slice(), attached) {
+                return *pid;
+            }
+            thread::sleep(Duration::from_millis(250));
+        }
+        panic!(
+            "expected portmon to attach to {interface} and serve {listen} within {LIMIT:?}\n{}",
+            container.diagnostics()
+        );
+    }
+
+    #[test]
+    fn the_unit_runs_portmon_in_a_booted_systemd() {
+        let topology = Topology::new(Stack::Ipv4).expect("the veth topology (run as root)");
+        let interface = topology.host_if().to_owned();
+        let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+        let bpffs = Bpffs::new();
+        let root = container_root(&interface, listen);
+        let name = format!("portmon-test-{}", std::process::id());
+        let container = Container::boot(root.path(), bpffs.0.path(), &name);
+
+        let pid = wait_attached(&container, listen, &interface, None);
+        let required = REQUIRED
+            .iter()
+            .fold(0_u64, |mask, cap| mask | 1 << cap.number());
+        let diagnostics = || container.diagnostics();
+        assert_eq!(
+            status_field(pid, "Uid:"),
+            format!("{UID}\t{UID}\t{UID}\t{UID}"),
+            "portmon runs as the portmon user\n{}",
+            diagnostics()
+        );
+        assert_eq!(
+            status_field(pid, "NoNewPrivs:"),
+            "1",
+            "no new privileges\n{}",
+            diagnostics()
+        );
+        assert_eq!(
+            status_field(pid, "CapBnd:"),
+            format!("{required:016x}"),
+            "the bounding set is the three capabilities\n{}",
+            diagnostics()
+        );
+        // portmon may drop capabilities once attached; it never holds any other.
+        for field in ["CapEff:", "CapPrm:", "CapAmb:"] {
+            let held = u64::from_str_radix(&status_field(pid, field), 16)
+                .unwrap_or_else(|error| panic!("parsing {field} of portmon: {error}"));
+            assert_eq!(
+                held & !required,
+                0,
+                "{field} {held:016x} holds more than {required:016x}\n{}",
+                diagnostics()
+            );
+        }
+        let pins = bpffs.0.path().join("portmon");
+        let metadata = fs::metadata(&pins)
+            .unwrap_or_else(|error| panic!("expected {} to exist: {error}", pins.display()));
+        assert_eq!(
+            (metadata.uid(), metadata.mode() & 0o7777),
+            (UID, 0o700),
+            "the pin directory's owner and mode"
+        );
+
+        kill(
+            Pid::from_raw(i32::try_from(pid).expect("a pid")),
+            Signal::SIGKILL,
+        )
+        .expect("killing portmon");
+        let restarted = wait_attached(&container, listen, &interface, Some(pid));
+        assert_ne!(restarted, pid, "systemd restarted portmon after kill -9");
+        drop(container);
+        drop(root);
     }
 }
