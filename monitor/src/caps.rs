@@ -20,6 +20,10 @@ pub enum Capability {
     NetAdmin,
     /// `CAP_SYS_ADMIN` (21).
     SysAdmin,
+    /// `CAP_SYS_RESOURCE` (24): raise the memlock rlimit, which limits BPF memory on
+    /// kernels before 5.11 (memcg accounting replaced it in commit 3ac1f01b43b6 "bpf:
+    /// Eliminate rlimit-based memory accounting for bpf progs", 5.11).
+    SysResource,
     /// `CAP_PERFMON` (38).
     Perfmon,
     /// `CAP_BPF` (39).
@@ -33,6 +37,7 @@ impl Capability {
         match self {
             Capability::NetAdmin => 12,
             Capability::SysAdmin => 21,
+            Capability::SysResource => 24,
             Capability::Perfmon => 38,
             Capability::Bpf => 39,
         }
@@ -44,12 +49,15 @@ impl Capability {
         match self {
             Capability::NetAdmin => "CAP_NET_ADMIN",
             Capability::SysAdmin => "CAP_SYS_ADMIN",
+            Capability::SysResource => "CAP_SYS_RESOURCE",
             Capability::Perfmon => "CAP_PERFMON",
             Capability::Bpf => "CAP_BPF",
         }
     }
 
-    const fn held(self, effective: u64) -> bool {
+    /// Whether the capability set `effective` holds this capability.
+    #[must_use]
+    pub const fn held(self, effective: u64) -> bool {
         effective & (1 << self.number()) != 0
     }
 }

@@ -52,6 +52,24 @@ enum Command {
     /// Show how ports are classified (range, security, secure alternative).
     #[command(after_help = PORTS_EXAMPLES)]
     Ports(PortsArgs),
+    /// Check this host: kernel, BTF, bpffs, capabilities, XDP per interface; exit 1 on FAIL.
+    #[command(after_help = CHECK_EXAMPLES)]
+    Check(CheckArgs),
+}
+
+const CHECK_EXAMPLES: &str = "\
+Examples:
+  portmon check                 # what an unprivileged user can see
+  sudo portmon check --iface eth0   # also probes native XDP (attaches and detaches at once)
+
+One line per finding: OK, WARN (works, with a limit) or FAIL (portmon run would fail),
+each problem with its fix. Exit status 1 when any line is FAIL.";
+
+#[derive(Debug, Args)]
+struct CheckArgs {
+    /// Interface to check; repeat for several [default: every up, non-loopback one].
+    #[arg(long, value_name = "NAME", value_delimiter = ',')]
+    iface: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -124,6 +142,10 @@ pub fn main() -> ExitCode {
             crate::logging::init(LogFormat::Text);
             ports(&args)
         }
+        Command::Check(args) => {
+            crate::logging::init(LogFormat::Text);
+            return check(&args);
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -184,6 +206,21 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     daemon::run(settings(args, loaded))
 }
 
+fn check(args: &CheckArgs) -> ExitCode {
+    let findings = crate::check::run(&args.iface);
+    let mut stdout = std::io::stdout().lock();
+    for finding in &findings {
+        // A closed stdout only loses the report; the exit status still tells.
+        let _ = writeln!(stdout, "{finding}");
+    }
+    let _ = stdout.flush();
+    if crate::check::worst(&findings) == crate::check::Status::Fail {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
 fn ports(args: &PortsArgs) -> anyhow::Result<()> {
     let loaded = load_config(args.config.as_ref())?;
     let policy = &loaded.policy;
@@ -225,7 +262,7 @@ mod tests {
             .expect("the arguments parse");
         match cli.command {
             Command::Run(run) => run,
-            Command::Ports(_) => panic!("expected the run subcommand"),
+            Command::Ports(_) | Command::Check(_) => panic!("expected the run subcommand"),
         }
     }
 

@@ -3,9 +3,10 @@
 
 pub mod alerts;
 pub mod attach;
-pub mod caps;
 #[cfg(feature = "bench-programs")]
 pub mod bench_programs;
+pub mod caps;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod counters;

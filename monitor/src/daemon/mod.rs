@@ -11,6 +11,7 @@ mod interface;
 mod kernel_log;
 pub mod netlink;
 pub mod preflight;
+pub mod privileges;
 
 use std::{
     net::SocketAddr,
@@ -140,6 +141,33 @@ fn preflight(settings: &Settings) -> anyhow::Result<Vec<String>> {
     Ok(chosen.into_iter().map(|link| link.name.clone()).collect())
 }
 
+/// Drops every capability once attached (see [`privileges`]). TC through clsact (kernels
+/// before 6.6) keeps `CAP_NET_ADMIN`: removing that netlink filter at exit needs it.
+fn drop_privileges(egress: bool) -> anyhow::Result<()> {
+    let clsact = egress && KernelVersion::current().is_ok_and(|kernel| kernel < preflight::MIN_TCX);
+    let keep: &[caps::Capability] = if clsact {
+        &[caps::Capability::NetAdmin]
+    } else {
+        &[]
+    };
+    let dropped = privileges::drop_all_but(keep)
+        .context("dropping capabilities after attaching (nothing is left attached)")?;
+    log::info!(
+        "capabilities dropped after attaching: kept {}{}",
+        if clsact {
+            "CAP_NET_ADMIN (to remove the clsact filter at exit)"
+        } else {
+            "none"
+        },
+        if dropped.bounding_dropped {
+            ""
+        } else {
+            "; bounding set left as is (no CAP_SETPCAP)"
+        }
+    );
+    Ok(())
+}
+
 /// Runs the daemon until SIGINT or SIGTERM.
 ///
 /// # Errors
@@ -233,6 +261,7 @@ async fn serve(
             loggers.push((name.clone(), logger));
         }
     }
+    drop_privileges(settings.egress)?;
     let alerting = start_alerting(&settings)?;
     let classes = PortClasses::new(&settings.policy);
     let series_budget = classes.interface_budget(settings.budget) * interfaces.len() as u64;
