@@ -177,23 +177,33 @@ fn the_daemon_holds_no_capability_once_attached_and_still_serves_and_detaches() 
     );
 }
 
+/// `setpriv` arguments that run portmon as nobody with no capability in any set.
+const UNPRIVILEGED: [&str; 7] = [
+    "setpriv",
+    "--inh-caps=-all",
+    "--ambient-caps=-all",
+    "--bounding-set=-all",
+    "--reuid=65534",
+    "--regid=65534",
+    "--clear-groups",
+];
+
+/// (case, command prefix, expected exit code, line starts that must appear, forbidden text)
+type CheckCase = (
+    &'static str,
+    &'static [&'static str],
+    i32,
+    Vec<String>,
+    &'static str,
+);
+
 #[test]
 fn check_reports_ok_as_root_and_names_missing_capabilities_without_them() {
     let topology = Topology::new(Stack::Ipv4).expect("creating the veth pair");
     let host = topology.host_if().to_owned();
     let binary = portmon_binary();
     let iface_line = format!("iface {host}: ");
-    // (case, command prefix, expected exit code, lines that must appear, forbidden text)
-    let unprivileged = [
-        "setpriv",
-        "--inh-caps=-all",
-        "--ambient-caps=-all",
-        "--bounding-set=-all",
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-    ];
-    let cases: [(&str, &[&str], i32, Vec<String>, &str); 2] = [
+    let cases: [CheckCase; 2] = [
         (
             "root",
             &[],
@@ -209,7 +219,7 @@ fn check_reports_ok_as_root_and_names_missing_capabilities_without_them() {
         ),
         (
             "no capabilities",
-            &unprivileged,
+            &UNPRIVILEGED,
             1,
             vec![
                 "OK   kernel: Linux ".to_owned(),
