@@ -18,17 +18,30 @@ const BUILD_PACKAGES: &[&str] = &[
 
 /// Debian packages the tests and benchmarks drive: `ip` for namespaces and veths, `setpriv`
 /// to drop capabilities, a real Prometheus (and promtool) and Alertmanager, `systemd-analyze`
-/// for the unit's security score.
+/// for the unit's security score and `systemd-nspawn` to boot the unit in a container.
 const TEST_PACKAGES: &[&str] = &[
     "iproute2",
     "util-linux",
     "prometheus",
     "prometheus-alertmanager",
     "systemd",
+    "systemd-container",
 ];
 
-/// Python tools the tests drive, installed with pip: (command that must run, pip requirement).
-const PIP_TOOLS: &[(&str, &str)] = &[("kubernetes-validate", "kubernetes-validate==1.37.0")];
+/// How to tell a pip-installed tool is present.
+enum PipCheck {
+    /// A console script that answers `--version`.
+    Command(&'static str),
+    /// A Python module that imports.
+    Module(&'static str),
+}
+
+/// Python tools the tests drive, installed with pip: kubernetes-validate checks the manifests,
+/// helm-python-sdk (Helm as a library; there is no helm in Debian or PyPI) renders the chart.
+const PIP_TOOLS: &[(PipCheck, &str)] = &[
+    (PipCheck::Command("kubernetes-validate"), "kubernetes-validate==1.37.0"),
+    (PipCheck::Module("helm_python"), "helm-python-sdk==0.2.2"),
+];
 
 /// The bpf-linker release known to work with LLVM 22 and these toolchains.
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -98,9 +111,9 @@ fn ensure_packages(say: impl Fn(&str)) -> anyhow::Result<()> {
 }
 
 fn ensure_pip_tools(say: impl Fn(&str)) -> anyhow::Result<()> {
-    for (tool, requirement) in PIP_TOOLS {
-        if command::succeeds(Command::new(tool).arg("--version")) {
-            say(&format!("{tool}: installed"));
+    for (check, requirement) in PIP_TOOLS {
+        if pip_tool_present(check) {
+            say(&format!("{requirement}: installed"));
             continue;
         }
         println!("setup: installing {requirement} with pip (the Kubernetes manifest tests use it)");
@@ -110,11 +123,20 @@ fn ensure_pip_tools(say: impl Fn(&str)) -> anyhow::Result<()> {
         )?;
         // Under pyenv a new console script needs its shim made; elsewhere this is a no-op.
         let _ = command::succeeds(Command::new("pyenv").arg("rehash"));
-        if !command::succeeds(Command::new(tool).arg("--version")) {
-            bail!("{tool} was installed by pip but does not run: is pip's bin directory on PATH?");
+        if !pip_tool_present(check) {
+            bail!("{requirement} was installed by pip but is not usable: is pip's bin directory on PATH?");
         }
     }
     Ok(())
+}
+
+fn pip_tool_present(check: &PipCheck) -> bool {
+    match check {
+        PipCheck::Command(tool) => command::succeeds(Command::new(tool).arg("--version")),
+        PipCheck::Module(module) => {
+            command::succeeds(Command::new("python3").args(["-c", &format!("import {module}")]))
+        }
+    }
 }
 
 fn package_installed(package: &str) -> bool {
