@@ -46,9 +46,14 @@ impl Packet for XdpPacket {
         if at + N > self.end {
             return None;
         }
-        // SAFETY: `at..at + N` lies within `data..data_end`, checked just above, and
-        // `[u8; N]` has no alignment requirement.
-        Some(unsafe { core::ptr::read_unaligned(at as *const [u8; N]) })
+        let bytes = at as *const u8;
+        // Byte by byte rather than `read_unaligned::<[u8; N]>`: for N of 2, 4 or 8 that is
+        // one unaligned integer load, which the BPF backend splits into N byte loads and
+        // shifts only after the unused bytes could have been dropped; separate byte loads
+        // stay separate and the ones the parser ignores are deleted.
+        // SAFETY: `at..at + N` lies within `data..data_end`, checked just above, and `u8`
+        // has no alignment requirement.
+        Some(core::array::from_fn(|i| unsafe { bytes.add(i).read() }))
     }
 }
 

@@ -74,3 +74,63 @@ fn trailing_ethernet_padding_is_ignored() {
         }
     );
 }
+
+/// The fast path must give the general walk's verdict on every frame it accepts. Each row
+/// sets bytes of a valid IPv4/TCP frame (padded to 80 bytes, so UDP and longer TCP
+/// headers fit); every row is also tried with each frame length and each truncation.
+#[test]
+fn fast_path_agrees_with_the_general_walk() {
+    // (case, [(byte offset, value)])
+    let cases: &[(&str, &[(usize, u8)])] = &[
+        ("tcp ack", &[]),
+        ("tcp syn", &[(47, 0x02)]),
+        ("tcp syn-ack", &[(47, 0x12)]),
+        ("tcp data offset 4", &[(46, 0x40)]),
+        ("tcp data offset 6", &[(46, 0x60)]),
+        ("tcp data offset 15", &[(46, 0xf0)]),
+        ("ip total 33", &[(17, 33)]),
+        ("ip total 34", &[(17, 34)]),
+        ("ip total 19", &[(17, 19)]),
+        ("ip total 20", &[(17, 20)]),
+        ("ip total 66", &[(17, 66)]),
+        ("ip total 67", &[(17, 67)]),
+        ("ip options", &[(14, 0x46)]),
+        ("ip ihl 4", &[(14, 0x44)]),
+        ("ip version 6", &[(14, 0x65)]),
+        ("fragment offset", &[(21, 1)]),
+        ("more fragments", &[(20, 0x20)]),
+        ("dont fragment", &[(20, 0x40)]),
+        ("icmp", &[(23, 1)]),
+        ("gre", &[(23, 47)]),
+        ("udp", &[(23, 17), (39, 8)]),
+        ("udp length 7", &[(23, 17), (39, 7)]),
+        ("udp length 26", &[(23, 17), (39, 26)]),
+        ("udp length 27", &[(23, 17), (39, 27)]),
+        (
+            "udp length 27 first fragment",
+            &[(23, 17), (39, 27), (20, 0x20)],
+        ),
+        ("udp ip total 27", &[(23, 17), (39, 8), (17, 27)]),
+        ("udp ip total 28", &[(23, 17), (39, 8), (17, 28)]),
+        ("arp", &[(12, 0x08), (13, 0x06)]),
+        ("vlan", &[(12, 0x81), (13, 0x00)]),
+        ("ipv6 ethertype", &[(12, 0x86), (13, 0xdd)]),
+    ];
+    for (name, edits) in cases {
+        let mut frame = ipv4_tcp(443, 0x10);
+        frame.resize(80, 0);
+        for &(at, value) in *edits {
+            frame[at] = value;
+        }
+        for cut in 0..=frame.len() {
+            let short = &frame[..cut];
+            for frame_len in [cut.saturating_sub(1), cut, cut + 1, 60, 80] {
+                assert_eq!(
+                    parse(short, frame_len),
+                    parse_general(short, frame_len),
+                    "case {name}: cut to {cut} bytes, frame_len {frame_len}: fast path (left) vs general walk (right)"
+                );
+            }
+        }
+    }
+}
