@@ -16,7 +16,7 @@ use crate::{command, setup};
 pub enum BenchTarget {
     /// The kernel data plane: cost per packet, contention, live floods, map memory.
     Kernel,
-    /// The daemon.
+    /// The daemon: map read, scrape latency, CPU idle and under a flood, memory.
     Daemon,
     /// Every benchmark.
     All,
@@ -46,17 +46,21 @@ pub fn run(target: BenchTarget) -> anyhow::Result<()> {
     }
 }
 
-/// Where a benchmark's JSON goes: `<target dir>/bench/<name>.json`.
-fn output_path(name: &str) -> PathBuf {
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+/// Cargo's target directory: `CARGO_TARGET_DIR`, else `<workspace>/target`.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(
         || {
             PathBuf::from(env!("CARGO_MANIFEST_DIR"))
                 .parent()
                 .map_or_else(|| PathBuf::from("target"), |root| root.join("target"))
         },
         PathBuf::from,
-    );
-    target_dir.join("bench").join(format!("{name}.json"))
+    )
+}
+
+/// Where a benchmark's JSON goes: `<target dir>/bench/<name>.json`.
+fn output_path(name: &str) -> PathBuf {
+    target_dir().join("bench").join(format!("{name}.json"))
 }
 
 /// `cargo xtask bench kernel`: builds and runs `bench-kernel` (crate `portmon-tests`,
@@ -90,7 +94,46 @@ fn kernel() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `cargo xtask bench daemon`.
+/// `cargo xtask bench daemon`: builds the release `portmon` binary and runs
+/// `bench-daemon` (crate `portmon-tests`) against it: the real daemon on a veth pair.
 fn daemon() -> anyhow::Result<()> {
-    bail!("daemon benchmark not built yet")
+    let out = output_path("daemon");
+    let started = Instant::now();
+    command::run(
+        Command::new(env!("CARGO")).args([
+            "build",
+            "--quiet",
+            "--release",
+            "--package",
+            "monitor",
+            "--bin",
+            "portmon",
+        ]),
+        "building the release portmon binary failed (its message is above)",
+    )?;
+    let portmon = target_dir().join("release").join("portmon");
+    command::run(
+        Command::new(env!("CARGO"))
+            .args([
+                "run",
+                "--quiet",
+                "--release",
+                "--package",
+                "portmon-tests",
+                "--bin",
+                "bench-daemon",
+                "--",
+                "--portmon",
+            ])
+            .arg(&portmon)
+            .arg("--out")
+            .arg(&out),
+        "the daemon benchmark could not measure (its message is above)",
+    )?;
+    println!(
+        "xtask: daemon benchmark done in {:.0} s (build included): {}",
+        started.elapsed().as_secs_f64(),
+        out.display()
+    );
+    Ok(())
 }

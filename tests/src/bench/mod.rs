@@ -18,6 +18,7 @@ pub mod afpacket;
 pub mod contention;
 pub mod cost;
 pub mod cpu;
+pub mod daemon;
 #[cfg(feature = "bench")]
 pub mod floods;
 pub mod frames;
