@@ -5,7 +5,10 @@
 #![no_std]
 // The parser and index helpers run inside eBPF programs, where a call that is not inlined
 // becomes a BPF-to-BPF call with its own stack frame and verifier state: inline them.
-#![expect(clippy::inline_always, reason = "kernel-side code must be inlined into the entry points")]
+#![expect(
+    clippy::inline_always,
+    reason = "kernel-side code must be inlined into the entry points"
+)]
 
 pub mod layout;
 pub mod parse;

@@ -35,7 +35,11 @@ fn ports_23_json_matches_the_golden_file() {
 #[test]
 fn ports_without_arguments_prints_the_whole_security_table() {
     let output = portmon(&["ports"]);
-    assert!(output.status.success(), "expected success, got {:?}", output.status);
+    assert!(
+        output.status.success(),
+        "expected success, got {:?}",
+        output.status
+    );
     let text = stdout(&output);
     let policy = portmon::ports::Policy::builtin();
     let rows = text.lines().count().saturating_sub(1); // One header line.
@@ -65,8 +69,11 @@ fn a_bad_config_key_names_the_key_and_the_line() {
     let dir = std::env::temp_dir().join(format!("portmon-ports-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap_or_else(|error| panic!("creating {dir:?}: {error}"));
     let path = dir.join("bad.toml");
-    std::fs::write(&path, "[daemon]\ninterval = \"1s\"\n\n[[ports]]\nport = 23\nsevice = \"x\"\n")
-        .unwrap_or_else(|error| panic!("writing {path:?}: {error}"));
+    std::fs::write(
+        &path,
+        "[daemon]\ninterval = \"1s\"\n\n[[ports]]\nport = 23\nsevice = \"x\"\n",
+    )
+    .unwrap_or_else(|error| panic!("writing {path:?}: {error}"));
     let config = path.to_string_lossy().into_owned();
     let output = portmon(&["ports", "--config", &config, "23"]);
     let _ = std::fs::remove_dir_all(&dir);

@@ -1,6 +1,11 @@
 //! Kernel-side diagnostics travel through aya-log into the host's `log` records, and the
 //! per-packet debug switch is off unless asked for.
 
+#![expect(
+    clippy::expect_used,
+    reason = "a test panics with a message saying what was expected"
+)]
+
 use std::sync::{Mutex, OnceLock};
 
 use aya::{TestRunOptions, programs::TestRun as _};

@@ -6,9 +6,12 @@ use anyhow::{Context as _, bail};
 
 /// Runs `command`, streaming its output; fails with `what` when it exits non-zero.
 pub fn run(command: &mut Command, what: &str) -> anyhow::Result<()> {
-    let status = command
-        .status()
-        .with_context(|| format!("{what}: could not start {}", command.get_program().display()))?;
+    let status = command.status().with_context(|| {
+        format!(
+            "{what}: could not start {}",
+            command.get_program().display()
+        )
+    })?;
     if !status.success() {
         bail!("{what}: {command:?} exited with {status}");
     }

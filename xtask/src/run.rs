@@ -10,7 +10,16 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     setup::ensure()?;
     command::run(
         Command::new(env!("CARGO"))
-            .args(["run", "--quiet", "--release", "--package", "monitor", "--bin", "portmon", "--"])
+            .args([
+                "run",
+                "--quiet",
+                "--release",
+                "--package",
+                "monitor",
+                "--bin",
+                "portmon",
+                "--",
+            ])
             .args(args),
         "portmon exited with an error (its message is above)",
     )

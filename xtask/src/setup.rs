@@ -39,7 +39,10 @@ enum PipCheck {
 /// Python tools the tests drive, installed with pip: kubernetes-validate checks the manifests,
 /// helm-python-sdk (Helm as a library; there is no helm in Debian or PyPI) renders the chart.
 const PIP_TOOLS: &[(PipCheck, &str)] = &[
-    (PipCheck::Command("kubernetes-validate"), "kubernetes-validate==1.37.0"),
+    (
+        PipCheck::Command("kubernetes-validate"),
+        "kubernetes-validate==1.37.0",
+    ),
     (PipCheck::Module("helm_python"), "helm-python-sdk==0.2.2"),
 ];
 
@@ -124,7 +127,9 @@ fn ensure_pip_tools(say: impl Fn(&str)) -> anyhow::Result<()> {
         // Under pyenv a new console script needs its shim made; elsewhere this is a no-op.
         let _ = command::succeeds(Command::new("pyenv").arg("rehash"));
         if !pip_tool_present(check) {
-            bail!("{requirement} was installed by pip but is not usable: is pip's bin directory on PATH?");
+            bail!(
+                "{requirement} was installed by pip but is not usable: is pip's bin directory on PATH?"
+            );
         }
     }
     Ok(())
@@ -156,7 +161,9 @@ fn ensure_rust_src(say: impl Fn(&str)) -> anyhow::Result<()> {
         say("nightly toolchain with rust-src: installed");
         return Ok(());
     }
-    println!("setup: installing the nightly toolchain's rust-src (the BPF target builds core from source)");
+    println!(
+        "setup: installing the nightly toolchain's rust-src (the BPF target builds core from source)"
+    );
     command::run(
         Command::new("rustup").args([
             "toolchain",
@@ -176,7 +183,9 @@ fn ensure_bpf_linker(say: impl Fn(&str)) -> anyhow::Result<()> {
         say("bpf-linker: installed");
         return Ok(());
     }
-    println!("setup: building bpf-linker {BPF_LINKER_VERSION} against Debian's LLVM 22 (about a minute)");
+    println!(
+        "setup: building bpf-linker {BPF_LINKER_VERSION} against Debian's LLVM 22 (about a minute)"
+    );
     let path = std::env::var("PATH").unwrap_or_default();
     command::run(
         Command::new("cargo")
