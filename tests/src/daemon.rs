@@ -17,7 +17,10 @@ use std::{
     net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Output, Stdio},
-    sync::OnceLock,
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicBool, Ordering},
+    },
     thread,
     time::{Duration, Instant},
 };
@@ -201,6 +204,12 @@ impl Daemon {
             }
             thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The daemon's process id, while it runs.
+    #[must_use]
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// The metrics endpoint's address.
@@ -506,6 +515,28 @@ impl Drop for ScratchLink {
             .args(["link", "del", &self.name])
             .output();
     }
+}
+
+/// Serves `listener` on a thread until `stop` is set: every connection is accepted (so the
+/// handshake completes) and closed at once. The listener is made non-blocking so the thread
+/// notices `stop` within a few milliseconds.
+///
+/// # Panics
+/// When the listener cannot be made non-blocking.
+#[must_use]
+pub fn accept_and_close(listener: TcpListener, stop: Arc<AtomicBool>) -> thread::JoinHandle<()> {
+    #[expect(clippy::expect_used, reason = "test helper: fails loudly")]
+    listener
+        .set_nonblocking(true)
+        .expect("a listener can be non-blocking");
+    thread::spawn(move || {
+        while !stop.load(Ordering::Acquire) {
+            match listener.accept() {
+                Ok((stream, _)) => drop(stream),
+                Err(_) => thread::sleep(Duration::from_millis(2)),
+            }
+        }
+    })
 }
 
 #[cfg(test)]

@@ -105,20 +105,7 @@ impl HostServices {
         let acceptors = [443, 22, 21, 23]
             .into_iter()
             .filter_map(|port| TcpListener::bind((address, port)).ok())
-            .map(|listener| {
-                listener
-                    .set_nonblocking(true)
-                    .expect("a listener can be non-blocking");
-                let stop = Arc::clone(&stop);
-                thread::spawn(move || {
-                    while !stop.load(Ordering::Acquire) {
-                        match listener.accept() {
-                            Ok((stream, _)) => drop(stream),
-                            Err(_) => thread::sleep(Duration::from_millis(2)),
-                        }
-                    }
-                })
-            })
+            .map(|listener| portmon_tests::daemon::accept_and_close(listener, Arc::clone(&stop)))
             .collect();
         Self {
             stop,

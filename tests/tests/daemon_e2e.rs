@@ -59,18 +59,7 @@ impl HostServices {
             .map(|&port| {
                 let listener = TcpListener::bind((address, port))
                     .unwrap_or_else(|error| panic!("binding {address}:{port}: {error}"));
-                listener
-                    .set_nonblocking(true)
-                    .expect("a listener can be non-blocking");
-                let stop = Arc::clone(&stop);
-                thread::spawn(move || {
-                    while !stop.load(Ordering::Acquire) {
-                        match listener.accept() {
-                            Ok((stream, _)) => drop(stream),
-                            Err(_) => thread::sleep(Duration::from_millis(2)),
-                        }
-                    }
-                })
+                portmon_tests::daemon::accept_and_close(listener, Arc::clone(&stop))
             })
             .collect();
         let udp = [53, 161, PROMOTED_PORT]

@@ -63,34 +63,6 @@ fn dns_packets_after(daemon: &Daemon, expected: u64) -> Option<u64> {
     last
 }
 
-/// The pid of the `portmon run` listening on `addr` (the helper does not expose it; the
-/// `--listen` argument is unique per daemon).
-fn daemon_pid(addr: SocketAddr) -> u32 {
-    let wanted = addr.to_string();
-    let binary = portmon_binary();
-    for entry in fs::read_dir("/proc").expect("/proc is readable") {
-        let entry = entry.expect("a /proc entry");
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(exe) = fs::read_link(entry.path().join("exe")) else {
-            continue;
-        };
-        let Ok(cmdline) = fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let args: Vec<&[u8]> = cmdline.split(|&byte| byte == 0).collect();
-        if exe == binary
-            && args
-                .windows(2)
-                .any(|pair| pair[0] == b"--listen" && pair[1] == wanted.as_bytes())
-        {
-            return pid;
-        }
-    }
-    panic!("expected a portmon process listening on {addr}, found none");
-}
-
 /// Every thread of `pid` with its capability sets.
 fn thread_caps(pid: u32) -> Vec<(String, CapSets)> {
     let mut threads = Vec::new();
@@ -120,7 +92,7 @@ fn the_daemon_holds_no_capability_once_attached_and_still_serves_and_detaches() 
     );
 
     // /healthz answered, so the drop (made before serving) is done.
-    let pid = daemon_pid(daemon.addr());
+    let pid = daemon.pid().expect("the daemon is running");
     let threads = thread_caps(pid);
     assert!(!threads.is_empty(), "expected at least one thread");
     for (tid, sets) in &threads {
