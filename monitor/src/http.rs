@@ -1,4 +1,5 @@
-//! The HTTP endpoint: `GET /metrics` (format negotiated from `Accept`) and `GET /healthz`.
+//! The HTTP endpoint: `GET /metrics` (format negotiated from `Accept`), `GET /healthz` and
+//! `GET /api/v1/snapshot` (the JSON the live view reads).
 //!
 //! Only routing and transport live here; what a scrape returns comes from a
 //! [`MetricsSource`]. TLS and authentication would wrap the accepted stream and the
@@ -23,6 +24,12 @@ use crate::metrics::encode::Format;
 pub trait MetricsSource: Send + Sync + 'static {
     /// The exposition in `format`.
     fn render(&self, format: Format) -> String;
+
+    /// The JSON document served at `/api/v1/snapshot`, or `None` when this source has
+    /// none (the endpoint then answers 404).
+    fn snapshot(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Serves until `shutdown` completes. Connections are served one task each; a failed
@@ -105,6 +112,18 @@ fn respond<S: MetricsSource + ?Sized>(
             );
             response
         }
+        "/api/v1/snapshot" => match source.snapshot() {
+            Some(json) => {
+                let body = if head { String::new() } else { json };
+                let mut response = Response::new(Full::new(Bytes::from(body)));
+                response.headers_mut().insert(
+                    CONTENT_TYPE,
+                    hyper::header::HeaderValue::from_static("application/json"),
+                );
+                response
+            }
+            None => text(StatusCode::NOT_FOUND, "no snapshot from this source\n"),
+        },
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/" => text(
             StatusCode::OK,
