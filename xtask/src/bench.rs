@@ -47,7 +47,7 @@ pub fn run(target: BenchTarget) -> anyhow::Result<()> {
 }
 
 /// Cargo's target directory: `CARGO_TARGET_DIR`, else `<workspace>/target`.
-fn target_dir() -> PathBuf {
+pub(crate) fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map_or_else(
         || {
             PathBuf::from(env!("CARGO_MANIFEST_DIR"))

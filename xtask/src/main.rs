@@ -2,13 +2,14 @@
 
 mod bench;
 mod command;
+mod demo;
 mod dist;
 mod fuzz;
 mod run;
 mod setup;
 mod test;
 
-use std::process::ExitCode;
+use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -22,6 +23,22 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Task {
+    /// Sandbox demo: portmon on a veth with HTTPS, SSH, DNS, HTTP, a telnet burst and a port
+    /// scan, then the live view; Ctrl-C removes everything it created.
+    Demo {
+        /// How long it runs before cleaning up by itself: 30s, 10m, 1h.
+        #[arg(long, default_value = "10m", value_parser = demo::parse_duration)]
+        duration: Duration,
+        /// No `portmon top`: print a summary line every few seconds (for scripts).
+        #[arg(long)]
+        no_top: bool,
+        /// Use this portmon binary instead of building one in release.
+        #[arg(long, value_name = "PATH")]
+        portmon: Option<PathBuf>,
+        /// Write the last scrape of /metrics to this file before cleaning up.
+        #[arg(long, value_name = "FILE")]
+        metrics_out: Option<PathBuf>,
+    },
     /// Install what this machine lacks (apt packages, bpf-linker, nightly rust-src, bpffs).
     Setup,
     /// Set up, build in release and run `portmon` with the given arguments (as root).
@@ -78,6 +95,17 @@ fn main() -> ExitCode {
     let result = match cli.task {
         Task::Setup => setup::run(),
         Task::Bench { target } => bench::run(target.into()),
+        Task::Demo {
+            duration,
+            no_top,
+            portmon,
+            metrics_out,
+        } => demo::run(&demo::Options {
+            duration,
+            no_top,
+            portmon,
+            metrics_out,
+        }),
         Task::Dist => setup::ensure().and_then(|()| dist::run()),
         Task::Fuzz { seconds } => setup::ensure().and_then(|()| fuzz::run(seconds)),
         Task::Run { args } => run::run(&args),

@@ -18,7 +18,8 @@ const BUILD_PACKAGES: &[&str] = &[
 
 /// Debian packages the tests and benchmarks drive: `ip` for namespaces and veths, `setpriv`
 /// to drop capabilities, a real Prometheus (and promtool) and Alertmanager, `systemd-analyze`
-/// for the unit's security score and `systemd-nspawn` to boot the unit in a container.
+/// for the unit's security score and `systemd-nspawn` to boot the unit in a container;
+/// `openssl` (TLS server and client) and `nmap` (the port scan) for `cargo xtask demo`.
 const TEST_PACKAGES: &[&str] = &[
     "iproute2",
     "util-linux",
@@ -26,6 +27,8 @@ const TEST_PACKAGES: &[&str] = &[
     "prometheus-alertmanager",
     "systemd",
     "systemd-container",
+    "openssl",
+    "nmap",
 ];
 
 /// How to tell a pip-installed tool is present.
