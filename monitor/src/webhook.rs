@@ -133,7 +133,7 @@ impl Notification {
             (
                 "severity",
                 match event.reason {
-                    AlertReason::MustBeZero => "critical",
+                    AlertReason::MustBeZero | AlertReason::Mismatch => "critical",
                     AlertReason::Spike => "warning",
                 }
                 .to_owned(),
@@ -148,12 +148,20 @@ impl Notification {
             key.port,
             key.protocol.as_str()
         );
-        let description = format!(
-            "portmon's detector: {} rate {:.1}/s against a baseline of {:.1}/s.",
-            event.signal.as_str(),
-            event.rate,
-            event.baseline
-        );
+        let description = if event.reason == AlertReason::Mismatch {
+            format!(
+                "portmon's detector: {:.1}/s plaintext payloads (HTTP, mail or login, SNMP v1/v2c) \
+                 on a port the policy calls secure.",
+                event.rate
+            )
+        } else {
+            format!(
+                "portmon's detector: {} rate {:.1}/s against a baseline of {:.1}/s.",
+                event.signal.as_str(),
+                event.rate,
+                event.baseline
+            )
+        };
         let at = rfc3339(now);
         Self {
             labels,
@@ -332,6 +340,32 @@ mod tests {
             rate: 12.0,
             baseline: 0.0,
         }
+    }
+
+    #[test]
+    fn a_mismatch_alert_is_critical_and_says_what_was_seen() {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut mismatch = event(EventKind::Started, AlertReason::Mismatch);
+        mismatch.key.port = 443;
+        let notification = Notification::from_event(&mismatch, "eth0", "https", at);
+        assert_eq!(
+            notification.labels.get("reason").map(String::as_str),
+            Some("mismatch")
+        );
+        assert_eq!(
+            notification.labels.get("severity").map(String::as_str),
+            Some("critical")
+        );
+        assert_eq!(
+            notification
+                .annotations
+                .get("description")
+                .map(String::as_str),
+            Some(
+                "portmon's detector: 12.0/s plaintext payloads (HTTP, mail or login, SNMP v1/v2c) \
+                 on a port the policy calls secure."
+            )
+        );
     }
 
     #[test]

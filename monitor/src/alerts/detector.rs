@@ -18,6 +18,9 @@ pub struct Detector {
     /// Start of the first observed interval: every key is taken as silent since then.
     epoch: Option<Instant>,
     keys: HashMap<AlertKey, KeyState>,
+    /// Plaintext payloads on secure ports, apart from `keys`: one port can be watched for
+    /// both (a must-be-zero port that the policy calls secure).
+    mismatches: HashMap<AlertKey, KeyState>,
     alerts_total: u64,
 }
 
@@ -54,6 +57,7 @@ impl Detector {
             config,
             epoch: None,
             keys: HashMap::new(),
+            mismatches: HashMap::new(),
             alerts_total: 0,
         })
     }
@@ -74,6 +78,7 @@ impl Detector {
     pub fn firing(&self) -> impl Iterator<Item = (&AlertKey, AlertReason)> {
         self.keys
             .iter()
+            .chain(&self.mismatches)
             .filter(|(_, state)| state.firing.is_some())
             .map(|(key, state)| (key, state.reason))
     }
@@ -120,7 +125,7 @@ impl Detector {
         };
         let age = now.saturating_duration_since(epoch).max(interval);
         let event = match state.reason {
-            AlertReason::MustBeZero => {
+            AlertReason::MustBeZero | AlertReason::Mismatch => {
                 state.step_must_be_zero(&self.config, packets, syns, interval)
             }
             AlertReason::Spike => state.step_spike(&self.config, age, packets, syns, interval),
@@ -143,6 +148,44 @@ impl Detector {
             self.alerts_total += 1;
         }
         event
+    }
+}
+
+impl Detector {
+    /// Feeds one interval of plaintext payloads seen on `key`, a port the policy calls
+    /// secure: `packets` is how many payloads of a plaintext kind were counted during
+    /// `interval`. Must-be-zero semantics: the first one fires (during
+    /// warm-up too: no baseline is needed), `clear_after` without any ends the alert.
+    ///
+    /// Call it for every watched key at every interval, with zero deltas too, as
+    /// [`Detector::observe`]. A key never seen with a plaintext payload keeps no state.
+    pub fn observe_mismatch(
+        &mut self,
+        key: AlertKey,
+        packets: u64,
+        interval: Duration,
+    ) -> Option<AlertEvent> {
+        if interval.is_zero() {
+            return None;
+        }
+        let state = match self.mismatches.entry(key) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(_) if packets == 0 => return None,
+            Entry::Vacant(entry) => entry.insert(KeyState::new(AlertReason::Mismatch)),
+        };
+        let (kind, signal, verdict) =
+            state.step_must_be_zero(&self.config, packets, 0, interval)?;
+        if kind == EventKind::Started {
+            self.alerts_total += 1;
+        }
+        Some(AlertEvent {
+            kind,
+            key,
+            reason: AlertReason::Mismatch,
+            signal,
+            rate: verdict.rate,
+            baseline: verdict.baseline,
+        })
     }
 }
 

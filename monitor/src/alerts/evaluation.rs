@@ -389,6 +389,55 @@ fn must_be_zero_port_fires_on_the_first_packet_and_clears_after_silence() {
 }
 
 #[test]
+fn a_plaintext_payload_on_a_secure_port_fires_a_mismatch_and_clears_after_silence() {
+    let mut detector = Detector::new(AlertsConfig::default()).expect("valid config");
+    let https = AlertKey { port: 443, ..KEY };
+    let clear_after = detector.config().clear_after.as_secs();
+    let feed = |detector: &mut Detector, count: u64, packets: u64| {
+        let mut events = Vec::new();
+        for i in 0..count {
+            if let Some(e) = detector.observe_mismatch(https, packets, SECOND) {
+                events.push((i, e.kind, e.reason));
+            }
+        }
+        events
+    };
+    assert!(
+        feed(&mut detector, 5, 0).is_empty(),
+        "no plaintext, no alert"
+    );
+    assert_eq!(
+        detector.firing().count(),
+        0,
+        "and no state for a silent key"
+    );
+    // The first plaintext payload fires at once, during warm-up too.
+    assert_eq!(
+        feed(&mut detector, 1, 1),
+        vec![(0, EventKind::Started, AlertReason::Mismatch)]
+    );
+    let firing: Vec<_> = detector.firing().map(|(k, r)| (*k, r)).collect();
+    assert_eq!(firing, vec![(https, AlertReason::Mismatch)]);
+    assert!(
+        feed(&mut detector, clear_after - 1, 0).is_empty(),
+        "still firing before clear_after of silence"
+    );
+    assert_eq!(
+        feed(&mut detector, 1, 0),
+        vec![(0, EventKind::Ended, AlertReason::Mismatch)],
+        "ends after clear_after without plaintext"
+    );
+    assert_eq!(detector.alerts_total(), 1);
+    // The spike detector's state for the same key is separate: traffic on 443 is no spike.
+    assert!(
+        detector
+            .observe(https, Instant::now(), 1, 0, SECOND)
+            .is_none()
+    );
+    assert_eq!(detector.firing().count(), 0);
+}
+
+#[test]
 fn must_be_zero_list_is_configurable() {
     let config = AlertsConfig {
         must_be_zero: vec!["69/udp".parse().expect("valid spec")],

@@ -23,6 +23,9 @@ pub enum AlertReason {
     Spike,
     /// Traffic on a port that must carry none.
     MustBeZero,
+    /// Plaintext payloads (HTTP, a mail or login greeting, SNMP v1/v2c) on a port the
+    /// policy calls secure: must-be-zero semantics on those payloads.
+    Mismatch,
 }
 
 impl AlertReason {
@@ -32,6 +35,7 @@ impl AlertReason {
         match self {
             AlertReason::Spike => "spike",
             AlertReason::MustBeZero => "must_be_zero",
+            AlertReason::Mismatch => "mismatch",
         }
     }
 }

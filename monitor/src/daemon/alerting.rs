@@ -14,7 +14,7 @@ use monitor_common::layout::{Counter, Direction, L4};
 
 use super::interface::Interface;
 use crate::{
-    alerts::{AlertEvent, AlertKey, AlertReason, AlertsConfig, AlertsConfigError, Detector},
+    alerts::{AlertEvent, AlertKey, AlertsConfig, AlertsConfigError, Detector},
     metrics::{AlertsView, FiringAlert},
     ports::{Policy, Security},
     webhook::{self, WebhookSender},
@@ -165,10 +165,7 @@ impl Alerting {
                 protocol: key.protocol,
                 port: key.port,
                 service: policy.classify(key.protocol, key.port).service.to_owned(),
-                reason: match reason {
-                    AlertReason::Spike => "spike",
-                    AlertReason::MustBeZero => "must_be_zero",
-                },
+                reason: reason.as_str(),
             })
             .collect();
         firing.sort_by(|a, b| {

@@ -8,6 +8,7 @@
 pub mod budget;
 pub mod encode;
 pub mod histogram;
+pub mod payload;
 mod render;
 
 use std::time::Duration;
@@ -15,7 +16,7 @@ use std::time::Duration;
 use monitor_common::layout::{Counter, Direction, L4, Reason};
 
 pub use self::render::render;
-use self::{budget::PortSample, histogram::Histogram};
+use self::{budget::PortSample, histogram::Histogram, payload::PayloadView};
 
 /// Everything one scrape exports.
 pub struct View<'a> {
@@ -51,7 +52,7 @@ pub struct FiringAlert {
     pub port: u16,
     /// Service name of the port.
     pub service: String,
-    /// `spike` or `must_be_zero`.
+    /// `spike`, `must_be_zero` or `mismatch`.
     pub reason: &'static str,
 }
 
@@ -75,6 +76,8 @@ pub struct InterfaceView {
     /// Kernel run statistics of the attached programs; empty unless
     /// `kernel.bpf_stats_enabled` is 1.
     pub programs: Vec<ProgramStats>,
+    /// Payload classification of the tracked ports.
+    pub payload: PayloadView,
 }
 
 /// One attached hook.

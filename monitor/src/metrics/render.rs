@@ -43,6 +43,7 @@ pub fn render(view: &View<'_>, format: Format) -> String {
     let mut out = String::with_capacity(64 * 1024);
     let mut encoder = Encoder::new(&mut out, format);
     per_port(&mut encoder, view);
+    super::payload::render(&mut encoder, view);
     unparsed(&mut encoder, view);
     port_info(&mut encoder, view.policy);
     self_metrics(&mut encoder, view);
@@ -283,7 +284,8 @@ fn plaintext_alerts(encoder: &mut Encoder<'_>, alerts: &AlertsView) {
     encoder.family(
         "portmon_plaintext_alert",
         Kind::Gauge,
-        "1 while portmon's detector fires on a plaintext port (reason spike or must_be_zero); \
+        "1 while portmon's detector fires on a plaintext port (reason spike or must_be_zero) or \
+         on plaintext payloads on a secure port (reason mismatch); \
          the series disappears when the alert ends.",
     );
     for alert in &alerts.firing {
@@ -379,6 +381,7 @@ mod tests {
                     run_time: Duration::from_micros(1500),
                     run_count: 9,
                 }],
+                payload: crate::metrics::payload::PayloadView::default(),
             }],
             series_budget: 123,
             alerts: Some(AlertsView {

@@ -10,6 +10,7 @@
 //!
 //! [`Policy::classify`] is the hot path (per exported series): a binary search, no allocation.
 
+pub mod evidence;
 mod iana;
 mod overrides;
 pub mod report;
