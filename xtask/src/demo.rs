@@ -52,6 +52,8 @@ pub struct Options {
     pub duration: Duration,
     /// Print a summary line every few seconds instead of running `portmon top`.
     pub no_top: bool,
+    /// portmon's metrics address; `None` picks 127.0.0.1:9797 or, if taken, a free port.
+    pub listen: Option<SocketAddr>,
     /// A `portmon` binary to use instead of building one in release.
     pub portmon: Option<PathBuf>,
     /// Where to write the last scrape of `/metrics`.
@@ -127,7 +129,10 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let listen = listen_addr()?;
+    let listen = match options.listen {
+        Some(listen) => listen,
+        None => listen_addr()?,
+    };
     let mut daemon = Portmon::start(&portmon, sandbox.host_if(), listen, workdir.path())?;
     daemon.wait_healthy(&stop)?;
     let traffic = Traffic::start(

@@ -9,7 +9,7 @@ mod run;
 mod setup;
 mod test;
 
-use std::{path::PathBuf, process::ExitCode, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -32,6 +32,9 @@ enum Task {
         /// No `portmon top`: print a summary line every few seconds (for scripts).
         #[arg(long)]
         no_top: bool,
+        /// Address of portmon's metrics endpoint [default: 127.0.0.1:9797, another port if taken].
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<SocketAddr>,
         /// Use this portmon binary instead of building one in release.
         #[arg(long, value_name = "PATH")]
         portmon: Option<PathBuf>,
@@ -98,11 +101,13 @@ fn main() -> ExitCode {
         Task::Demo {
             duration,
             no_top,
+            listen,
             portmon,
             metrics_out,
         } => demo::run(&demo::Options {
             duration,
             no_top,
+            listen,
             portmon,
             metrics_out,
         }),
