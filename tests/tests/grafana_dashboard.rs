@@ -220,6 +220,11 @@ fn dashboard_has_the_panels_users_need() {
         ("portmon's attach mode", "attach mode"),
         ("portmon's read errors", "read errors"),
         ("portmon's series budget", "series budget"),
+        (
+            "plaintext payloads on secure ports",
+            "plaintext on secure ports",
+        ),
+        ("the SNMP version's resolved security", "resolved security"),
     ];
     for (what, phrase) in wanted {
         assert!(
@@ -467,7 +472,76 @@ fn metrics(secs: f64) -> String {
         secs.floor(),
         (secs / 2.0).floor(),
     );
+    payload_metrics(&mut text, secs);
     text
+}
+
+/// The payload families of the stand-in portmon (see monitor/src/metrics/payload.rs): HTTP
+/// and TLS on 443, TLS on 80, SNMP v2c and v3 on 161.
+fn payload_metrics(text: &mut String, secs: f64) {
+    // (interface, direction, protocol, port, service, kind, security, per second)
+    let payloads = [
+        (
+            "eth0", "ingress", "tcp", "443", "https", "tls", "secure", 50.0,
+        ),
+        (
+            "eth0",
+            "ingress",
+            "tcp",
+            "443",
+            "https",
+            "http",
+            "plaintext",
+            1.0,
+        ),
+        (
+            "eth0",
+            "ingress",
+            "tcp",
+            "80",
+            "http",
+            "http",
+            "plaintext",
+            20.0,
+        ),
+        ("eth0", "ingress", "tcp", "80", "http", "tls", "secure", 0.5),
+        (
+            "veth-pm0",
+            "ingress",
+            "udp",
+            "161",
+            "snmp",
+            "snmp_v2c",
+            "plaintext",
+            2.0,
+        ),
+        (
+            "veth-pm0", "ingress", "udp", "161", "snmp", "snmp_v3", "secure", 1.0,
+        ),
+    ];
+    text.push_str("# TYPE portmon_payload_packets_total counter\n");
+    for (interface, direction, protocol, port, service, kind, security, pps) in payloads {
+        let _ = writeln!(
+            text,
+            "portmon_payload_packets_total{{interface=\"{interface}\",direction=\"{direction}\",protocol=\"{protocol}\",port=\"{port}\",service=\"{service}\",kind=\"{kind}\",security=\"{security}\"}} {}",
+            (pps * secs).floor()
+        );
+    }
+    text.push_str("# TYPE portmon_security_mismatch_total counter\n");
+    for (port, service, expected, observed, pps) in [
+        ("443", "https", "secure", "http", 1.0),
+        ("80", "http", "plaintext", "tls", 0.5),
+    ] {
+        let _ = writeln!(
+            text,
+            "portmon_security_mismatch_total{{interface=\"eth0\",direction=\"ingress\",protocol=\"tcp\",port=\"{port}\",service=\"{service}\",expected=\"{expected}\",observed=\"{observed}\"}} {}",
+            (pps * secs).floor()
+        );
+    }
+    text.push_str(
+        "# TYPE portmon_port_resolved_security gauge\n\
+         portmon_port_resolved_security{interface=\"veth-pm0\",protocol=\"udp\",port=\"161\",service=\"snmp\",policy=\"ambiguous\",security=\"plaintext\"} 1\n",
+    );
 }
 
 #[test]
