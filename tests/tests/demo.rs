@@ -315,3 +315,149 @@ fn an_error_after_the_sandbox_is_made_removes_it() {
     );
     Created::from_output(&stdout).assert_removed();
 }
+
+/// A tmux session, killed on drop.
+struct Tmux {
+    session: String,
+}
+
+impl Tmux {
+    fn capture(&self) -> String {
+        let output = Command::new("tmux")
+            .args([
+                "capture-pane",
+                "-p",
+                "-J",
+                "-S",
+                "-2000",
+                "-t",
+                &self.session,
+            ])
+            .output()
+            .expect("tmux capture-pane runs");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Waits until the pane shows `text`; panics with the pane after `limit`.
+    fn wait_for(&self, text: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let pane = self.capture();
+            if pane.contains(text) {
+                return pane;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "expected {text:?} on the terminal within {limit:?}, got:\n{pane}"
+            );
+            thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &self.session])
+            .output();
+    }
+}
+
+/// On a terminal, without `--no-top`, the demo hands the terminal to `portmon top --url` (here
+/// a stand-in that enters the alternate screen and raw mode and leaves both on when `q` is
+/// pressed), holds its own messages back meanwhile, and when the view quits resets the
+/// terminal, prints what it held, and cleans up.
+#[test]
+fn on_a_terminal_the_live_view_gets_the_url_and_quitting_it_ends_the_demo() {
+    let dir = std::env::temp_dir().join(format!("portmon-demo-top-{}", std::process::id()));
+    fs::create_dir_all(&dir).expect("creating the stand-in's directory");
+    let wrapper = dir.join("portmon");
+    fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n\
+             if [ \"$1\" = top ]; then\n\
+             \x20 [ \"$2\" = --help ] && exit 0\n\
+             \x20 printf '\\033[?1049hstand-in top %s\\n' \"$*\"\n\
+             \x20 stty raw -echo\n\
+             \x20 while [ \"$(dd bs=1 count=1 2>/dev/null)\" != q ]; do :; done\n\
+             \x20 exit 0\n\
+             fi\n\
+             exec {} \"$@\"\n",
+            portmon_binary().display()
+        ),
+    )
+    .expect("writing the stand-in");
+    let chmod = Command::new("chmod")
+        .arg("755")
+        .arg(&wrapper)
+        .status()
+        .expect("chmod runs");
+    assert!(chmod.success(), "expected chmod 755 to succeed");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let tmux = Tmux {
+        session: format!("pmdemo-test-{}", std::process::id()),
+    };
+    let script = format!(
+        "{} demo --duration 5m --portmon {} --listen {listen}; echo DEMO-EXIT=$?; sleep 600",
+        xtask_binary().display(),
+        wrapper.display()
+    );
+    let started = Command::new("tmux")
+        .args([
+            "new-session",
+            "-d",
+            "-x",
+            "250",
+            "-y",
+            "60",
+            "-s",
+            &tmux.session,
+            &script,
+        ])
+        .status()
+        .expect("tmux runs (Debian package tmux)");
+    assert!(started.success(), "expected tmux new-session to succeed");
+
+    tmux.wait_for(
+        &format!("stand-in top top --url http://{listen}"),
+        START_LIMIT,
+    );
+    // Past the telnet burst (8 s in), whose message must wait for the view to close.
+    thread::sleep(Duration::from_secs(12));
+    let keys = Command::new("tmux")
+        .args(["send-keys", "-t", &tmux.session, "q"])
+        .status()
+        .expect("tmux send-keys runs");
+    assert!(keys.success(), "expected tmux send-keys to succeed");
+    let pane = tmux.wait_for("DEMO-EXIT=", STOP_LIMIT);
+    let _ = fs::remove_dir_all(&dir);
+    for expected in [
+        "DEMO-EXIT=0",
+        "demo: telnet burst",
+        "demo: portmon top exited",
+        "demo: highlights from the last scrape",
+        "demo: cleaned up",
+    ] {
+        assert!(
+            pane.contains(expected),
+            "expected {expected:?} on the terminal, got:\n{pane}"
+        );
+    }
+    Created::from_output(&pane).assert_removed();
+    let stty = Command::new("tmux")
+        .args([
+            "display-message",
+            "-p",
+            "-t",
+            &tmux.session,
+            "#{alternate_on}",
+        ])
+        .output()
+        .expect("tmux display-message runs");
+    assert_eq!(
+        String::from_utf8_lossy(&stty.stdout).trim(),
+        "0",
+        "expected the terminal back on its main screen"
+    );
+}

@@ -9,6 +9,7 @@
 //! (which detaches), servers, veth, namespace, work directory. Each is an RAII guard, dropped
 //! in the reverse order of creation.
 
+mod console;
 mod dns;
 mod metrics;
 mod process;
@@ -234,8 +235,10 @@ fn show_top(
     stop: &Stop,
     daemon: &mut Portmon,
 ) -> anyhow::Result<()> {
-    println!("demo: starting the live view, portmon top (q quits)");
+    println!("demo: starting the live view, portmon top (q quits it and ends the demo)");
     stop.sleep(Duration::from_secs(3));
+    // Declared before `top`, so dropped after it: the terminal is reset once top is gone.
+    let _view = console::LiveView::start();
     // Not in a process group of its own: it owns the terminal.
     let mut top = ChildGuard::spawn(
         "portmon top",
@@ -245,23 +248,18 @@ fn show_top(
         if let Err(error) = daemon.check_alive() {
             break Err(error);
         }
-        if top.try_wait()?.is_some() || !stop.sleep(Duration::from_millis(100)) {
+        if let Some(status) = top.try_wait()? {
+            console::say(format!(
+                "demo: portmon top exited ({status}); ending the demo"
+            ));
+            break Ok(());
+        }
+        if !stop.sleep(Duration::from_millis(100)) {
             break Ok(());
         }
     };
     top.stop()?;
-    restore_terminal();
     result
-}
-
-/// Leaves a terminal usable even if `portmon top` was stopped in raw mode.
-fn restore_terminal() {
-    print!("\x1b[?1049l\x1b[?25h");
-    let _ = Command::new("stty")
-        .arg("sane")
-        .stdin(Stdio::inherit())
-        .status();
-    println!();
 }
 
 /// Prints a summary line every few seconds until the demo stops.

@@ -19,7 +19,8 @@ const BUILD_PACKAGES: &[&str] = &[
 /// Debian packages the tests and benchmarks drive: `ip` for namespaces and veths, `setpriv`
 /// to drop capabilities, a real Prometheus (and promtool) and Alertmanager, `systemd-analyze`
 /// for the unit's security score and `systemd-nspawn` to boot the unit in a container;
-/// `openssl` (TLS server and client) and `nmap` (the port scan) for `cargo xtask demo`.
+/// `openssl` (TLS server and client) and `nmap` (the port scan) for `cargo xtask demo`, and
+/// `tmux` to give the demo's test a terminal.
 const TEST_PACKAGES: &[&str] = &[
     "iproute2",
     "util-linux",
@@ -29,6 +30,7 @@ const TEST_PACKAGES: &[&str] = &[
     "systemd-container",
     "openssl",
     "nmap",
+    "tmux",
 ];
 
 /// How to tell a pip-installed tool is present.

@@ -22,6 +22,7 @@ use std::{
 use anyhow::{Context as _, bail};
 
 use super::{
+    console::say,
     process::ChildGuard,
     sandbox,
     servers::{IO_TIMEOUT, SSH_BANNER, Service, TELNET_LOGIN},
@@ -214,7 +215,9 @@ impl Client {
     /// Enters the namespace, then calls `once` on `schedule` until the stop or the bound.
     fn run(&self, schedule: Schedule, total: Duration, once: impl Fn(&Self, u64)) {
         if let Err(error) = sandbox::enter(&self.ns) {
-            eprintln!("demo: a client thread cannot enter the sandbox: {error:#}");
+            say(format!(
+                "demo: a client thread cannot enter the sandbox: {error:#}"
+            ));
             self.stop.trigger();
             return;
         }
@@ -333,10 +336,10 @@ impl Client {
 
     /// Logins with the password in clear: each one should make portmon's telnet alert fire.
     fn telnet_burst(&self) {
-        println!(
+        say(format!(
             "demo: telnet burst: {TELNET_SESSIONS} logins to {}:23, passwords in clear",
             self.server
-        );
+        ));
         for _ in 0..TELNET_SESSIONS {
             let ok = self.telnet().is_ok();
             self.stats.record(Service::Telnet, ok);
@@ -374,10 +377,10 @@ impl Client {
 
     /// A SYN scan of the server's low ports with nmap, rate-limited and time-bounded.
     fn scan(&self) {
-        println!(
+        say(format!(
             "demo: port scan: nmap -sS ports {SCAN_PORTS} of {} at {SCAN_RATE} packets/s",
             self.server
-        );
+        ));
         let mut command = Command::new("nmap");
         command
             .args([
@@ -399,7 +402,9 @@ impl Client {
         let mut nmap = match ChildGuard::spawn("nmap", &mut command) {
             Ok(nmap) => nmap,
             Err(error) => {
-                eprintln!("demo: the port scan cannot start (install nmap): {error:#}");
+                say(format!(
+                    "demo: the port scan cannot start (install nmap): {error:#}"
+                ));
                 return;
             }
         };
@@ -408,14 +413,14 @@ impl Client {
             match nmap.try_wait() {
                 Ok(Some(status)) if status.success() => break,
                 Ok(Some(status)) => {
-                    eprintln!("demo: nmap exited with {status}");
+                    say(format!("demo: nmap exited with {status}"));
                     return;
                 }
                 Ok(None)
                     if Instant::now() < deadline && self.stop.sleep(Duration::from_millis(50)) => {}
                 Ok(None) => return, // the guard stops it
                 Err(error) => {
-                    eprintln!("demo: {error:#}");
+                    say(format!("demo: {error:#}"));
                     return;
                 }
             }
@@ -425,7 +430,10 @@ impl Client {
         if let Some(mut stdout) = nmap.take_stdout() {
             let _ = stdout.read_to_string(&mut report);
         }
-        println!("demo: port scan done: open ports {}", open_ports(&report));
+        say(format!(
+            "demo: port scan done: open ports {}",
+            open_ports(&report)
+        ));
     }
 }
 
