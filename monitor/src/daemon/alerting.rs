@@ -8,13 +8,16 @@
 //! read itself. Deltas are taken from the raw totals (before the cardinality budget folds
 //! ports into `other`), so a port without its own series is still watched.
 
-use std::time::Instant;
+use std::{
+    collections::HashMap,
+    time::{Instant, SystemTime},
+};
 
 use monitor_common::layout::{Counter, Direction, L4};
 
 use super::interface::Interface;
 use crate::{
-    alerts::{AlertEvent, AlertKey, AlertsConfig, AlertsConfigError, Detector},
+    alerts::{AlertEvent, AlertKey, AlertsConfig, AlertsConfigError, Detector, EventKind},
     metrics::{AlertsView, FiringAlert},
     ports::{Policy, Security},
     webhook::{self, WebhookSender},
@@ -31,6 +34,8 @@ pub struct Alerting {
     current: Vec<Counter>,
     last_read: Option<Instant>,
     webhook: Option<WebhookSender>,
+    /// Wall-clock start of every firing alert (the snapshot's `since`).
+    started: HashMap<AlertKey, SystemTime>,
 }
 
 /// The (protocol, port) pairs the detector watches.
@@ -66,6 +71,7 @@ impl Alerting {
             current: Vec::new(),
             last_read: None,
             webhook,
+            started: HashMap::new(),
         })
     }
 
@@ -108,6 +114,14 @@ impl Alerting {
                         let syns = now_total.syns.wrapping_sub(before.syns);
                         if let Some(event) = self.detector.observe(key, now, packets, syns, elapsed)
                         {
+                            match event.kind {
+                                EventKind::Started => {
+                                    self.started.insert(key, SystemTime::now());
+                                }
+                                EventKind::Ended => {
+                                    self.started.remove(&key);
+                                }
+                            }
                             self.report(&event, interface.name(), policy);
                         }
                     }
@@ -166,6 +180,7 @@ impl Alerting {
                 port: key.port,
                 service: policy.classify(key.protocol, key.port).service.to_owned(),
                 reason: reason.as_str(),
+                since: self.started.get(key).copied(),
             })
             .collect();
         firing.sort_by(|a, b| {

@@ -7,7 +7,7 @@
 //! User memory: one `Totals` of `SLICE_BYTES` per interface.
 
 mod alerting;
-mod interface;
+pub(crate) mod interface;
 mod kernel_log;
 pub mod netlink;
 pub mod preflight;
@@ -77,6 +77,8 @@ struct Daemon {
     series_budget: u64,
     /// The spike detector; `None` when `[alerts] enabled = false`.
     alerting: Option<Mutex<Alerting>>,
+    /// Read interval (the snapshot reports it).
+    interval: Duration,
 }
 
 /// `/proc/sys/kernel/bpf_stats_enabled`: the kernel counts program run time only while 1.
@@ -87,7 +89,26 @@ impl MetricsSource for Daemon {
         let started = std::time::Instant::now();
         let with_stats =
             std::fs::read_to_string(BPF_STATS_ENABLED).is_ok_and(|value| value.trim() == "1");
-        let view = View {
+        let view = self.view(with_stats);
+        let gathered = started.elapsed();
+        let text = metrics::render(&view, format);
+        log::debug!(
+            "scrape: state gathered in {gathered:?}, {} bytes in {:?} in all",
+            text.len(),
+            started.elapsed()
+        );
+        text
+    }
+
+    fn snapshot(&self) -> Option<String> {
+        crate::snapshot::json(&self.view(false), self.interval, std::time::SystemTime::now())
+    }
+}
+
+impl Daemon {
+    /// What a scrape or a snapshot exports, gathered under short locks.
+    fn view(&self, with_stats: bool) -> View<'_> {
+        View {
             policy: &self.policy,
             interfaces: self
                 .interfaces
@@ -101,19 +122,9 @@ impl MetricsSource for Daemon {
                     .unwrap_or_else(PoisonError::into_inner)
                     .view(&self.interfaces, &self.policy)
             }),
-        };
-        let gathered = started.elapsed();
-        let text = metrics::render(&view, format);
-        log::debug!(
-            "scrape: state gathered in {gathered:?}, {} bytes in {:?} in all",
-            text.len(),
-            started.elapsed()
-        );
-        text
+        }
     }
-}
 
-impl Daemon {
     fn read_all(&self) {
         for interface in &self.interfaces {
             interface.read(&self.classes, self.budget);
@@ -286,6 +297,7 @@ async fn serve(
         budget: settings.budget,
         series_budget,
         alerting,
+        interval: settings.interval,
     });
     daemon.read_all();
 

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use monitor_common::layout::{Counter, Direction, L4, Reason};
 
+pub(crate) use self::render::port_labels;
 pub use self::render::render;
 use self::{budget::PortSample, histogram::Histogram, payload::PayloadView};
 
@@ -54,6 +55,8 @@ pub struct FiringAlert {
     pub service: String,
     /// `spike`, `must_be_zero` or `mismatch`.
     pub reason: &'static str,
+    /// When it started (wall clock); `None` if the daemon did not see it start.
+    pub since: Option<std::time::SystemTime>,
 }
 
 /// The exported state of one interface.

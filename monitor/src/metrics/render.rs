@@ -9,15 +9,15 @@ use super::{
 };
 use crate::ports::Policy;
 
-/// The label values of one per-port series.
-struct PortLabels {
-    port: String,
-    service: String,
-    range: &'static str,
-    security: &'static str,
+/// The label values of one per-port series (also the snapshot's, so the two agree).
+pub(crate) struct PortLabels {
+    pub(crate) port: String,
+    pub(crate) service: String,
+    pub(crate) range: &'static str,
+    pub(crate) security: &'static str,
 }
 
-fn port_labels(policy: &Policy, sample: &PortSample) -> PortLabels {
+pub(crate) fn port_labels(policy: &Policy, sample: &PortSample) -> PortLabels {
     if let Some(port) = sample.port {
         let info = policy.classify(sample.l4, port);
         PortLabels {
@@ -392,6 +392,7 @@ mod tests {
                     port: 23,
                     service: "telnet".into(),
                     reason: "must_be_zero",
+                    since: None,
                 }],
                 total: 2,
             }),
