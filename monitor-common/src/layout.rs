@@ -23,8 +23,16 @@ pub const GLOBAL_SHARED_SLICES: &str = "PORTMON_SHARED_SLICES";
 /// Load-time global: non-zero turns on per-packet debug logging through aya-log.
 pub const GLOBAL_DEBUG: &str = "PORTMON_DEBUG";
 
-/// Version of the map layout. Bump it whenever [`Counter`] or the index functions change,
-/// so that a pinned map from an older build is replaced instead of misread.
+/// The maps that carry state across daemon restarts: each is pinned per interface and a
+/// restarted daemon reuses it instead of creating a fresh one. Every map whose contents must
+/// survive (counters, per-port state) belongs here; scratch maps (the log ring, per-packet
+/// buffers) do not. A change to any listed map's key, value or size needs a
+/// [`LAYOUT_VERSION`] bump, which is all it takes for the old pins to be replaced.
+pub const PINNED_MAPS: &[&str] = &[COUNTERS_MAP];
+
+/// Version of the map layout. Bump it whenever [`Counter`], the index functions or any map
+/// of [`PINNED_MAPS`] change, so that a pinned map from an older build is replaced instead
+/// of misread (the daemon keys its pin directory on it).
 pub const LAYOUT_VERSION: u32 = 1;
 
 /// Default cap on the number of slices. A power of two.

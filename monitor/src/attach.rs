@@ -5,7 +5,8 @@
 use aya::{
     programs::{
         LinkOrder, ProgramError, TcAttachType, XdpMode as KernelXdpMode,
-        tc::{self, NlOptions, TcAttachOptions},
+        tc::{self, NlOptions, SchedClassifierLinkId, TcAttachOptions},
+        xdp::XdpLinkId,
     },
     util::KernelVersion,
 };
@@ -91,6 +92,18 @@ pub fn attach_xdp(
     interface: &str,
     mode: XdpMode,
 ) -> Result<XdpModeInUse, AttachError> {
+    attach_xdp_link(data_plane, interface, mode).map(|(in_use, _)| in_use)
+}
+
+/// [`attach_xdp`], also returning the link (for pinning, [`crate::pin::links`]).
+///
+/// # Errors
+/// As [`attach_xdp`].
+pub fn attach_xdp_link(
+    data_plane: &mut DataPlane,
+    interface: &str,
+    mode: XdpMode,
+) -> Result<(XdpModeInUse, XdpLinkId), AttachError> {
     let xdp = data_plane.xdp_mut()?;
     let attempt = |xdp: &mut aya::programs::Xdp, in_use: XdpModeInUse| {
         let flags = match in_use {
@@ -98,7 +111,7 @@ pub fn attach_xdp(
             XdpModeInUse::Generic => KernelXdpMode::Skb,
         };
         xdp.attach(interface, flags)
-            .map(|_| in_use)
+            .map(|link| (in_use, link))
             .map_err(|source| AttachError::Attach {
                 hook: format!("xdp {}", in_use.as_str()),
                 interface: interface.to_owned(),
@@ -126,6 +139,19 @@ pub fn attach_tc(
     program: &'static str,
     attach_type: TcAttachType,
 ) -> Result<TcMechanism, AttachError> {
+    attach_tc_link(data_plane, interface, program, attach_type).map(|(mechanism, _)| mechanism)
+}
+
+/// [`attach_tc`], also returning the link (for pinning, [`crate::pin::links`]).
+///
+/// # Errors
+/// As [`attach_tc`].
+pub fn attach_tc_link(
+    data_plane: &mut DataPlane,
+    interface: &str,
+    program: &'static str,
+    attach_type: TcAttachType,
+) -> Result<(TcMechanism, SchedClassifierLinkId), AttachError> {
     let classifier = data_plane.classifier_mut(program)?;
     let hook = || format!("tc {attach_type:?}").to_lowercase();
     let tcx = KernelVersion::current().is_ok_and(|kernel| kernel >= KernelVersion::new(6, 6, 0));
@@ -145,12 +171,12 @@ pub fn attach_tc(
             TcMechanism::Clsact,
         )
     };
-    classifier
+    let link = classifier
         .attach_with_options(interface, attach_type, options)
         .map_err(|source| AttachError::Attach {
             hook: hook(),
             interface: interface.to_owned(),
             source: Box::new(source),
         })?;
-    Ok(mechanism)
+    Ok((mechanism, link))
 }

@@ -55,6 +55,9 @@ enum Command {
     /// Check this host: kernel, BTF, bpffs, capabilities, XDP per interface; exit 1 on FAIL.
     #[command(after_help = CHECK_EXAMPLES)]
     Check(CheckArgs),
+    /// Detach and unpin everything portmon left attached and pinned (after a stop or kill).
+    #[command(after_help = DETACH_EXAMPLES)]
+    Detach(DetachArgs),
 }
 
 const CHECK_EXAMPLES: &str = "\
@@ -73,6 +76,10 @@ struct CheckArgs {
 }
 
 #[derive(Debug, Args)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "clap switches: each bool is one independent flag"
+)]
 struct RunArgs {
     /// Interface to attach to; repeat for several [default: every up, non-loopback one].
     #[arg(
@@ -112,6 +119,34 @@ struct RunArgs {
     /// Log lines as text or as one JSON object per line [default: text].
     #[arg(long, value_enum, env = "PORTMON_LOG_FORMAT")]
     log_format: Option<LogFormat>,
+    /// bpffs directory where each interface's maps and links are pinned, so counters survive restarts [default: /sys/fs/bpf/portmon].
+    #[arg(long, value_name = "DIR", env = "PORTMON_PIN_DIR")]
+    pin_dir: Option<PathBuf>,
+    /// Pin nothing: detach at exit, counters restart from zero with the daemon.
+    #[arg(long, env = "PORTMON_NO_PIN", conflicts_with_all = ["pin_dir", "cleanup"])]
+    no_pin: bool,
+    /// Detach and unpin everything at exit instead of leaving it counting for the next start.
+    #[arg(long, env = "PORTMON_CLEANUP")]
+    cleanup: bool,
+}
+
+const DETACH_EXAMPLES: &str = "\
+Examples:
+  sudo portmon detach                 # every interface pinned under /sys/fs/bpf/portmon
+  sudo portmon detach --iface eth0    # one interface
+  sudo portmon detach --pin-dir /sys/fs/bpf/other
+
+Stop the daemon first: a running portmon holds its interfaces (detach refuses them).
+Nothing left to remove is reported, not an error.";
+
+#[derive(Debug, Args)]
+struct DetachArgs {
+    /// Interface whose pins to remove; repeat for several [default: every pinned one].
+    #[arg(long, value_name = "NAME", value_delimiter = ',')]
+    iface: Vec<String>,
+    /// The pin root the daemon used [default: /sys/fs/bpf/portmon].
+    #[arg(long, value_name = "DIR", env = "PORTMON_PIN_DIR")]
+    pin_dir: Option<PathBuf>,
 }
 
 fn parse_max_slices(text: &str) -> Result<u32, String> {
@@ -145,6 +180,10 @@ pub fn main() -> ExitCode {
         Command::Check(args) => {
             crate::logging::init(LogFormat::Text);
             return check(&args);
+        }
+        Command::Detach(args) => {
+            crate::logging::init(LogFormat::Text);
+            detach(&args)
         }
     };
     match result {
@@ -184,7 +223,49 @@ fn settings(args: RunArgs, loaded: Loaded) -> Settings {
         debug_kernel: args.debug_kernel || file.debug_kernel,
         policy: loaded.policy,
         alerts: loaded.alerts,
+        pin: daemon::PinSettings {
+            dir: args.pin_dir.or(file.pin_dir),
+            disabled: args.no_pin,
+            cleanup: args.cleanup,
+        },
     }
+}
+
+fn detach(args: &DetachArgs) -> anyhow::Result<()> {
+    let root = args
+        .pin_dir
+        .clone()
+        .unwrap_or_else(|| crate::pin::DEFAULT_ROOT.into());
+    let report = crate::pin::detach::detach(&root, &args.iface)
+        .with_context(|| format!("detaching what portmon pinned under {}", root.display()))?;
+    let mut stdout = std::io::stdout().lock();
+    for removed in &report.removed {
+        writeln!(stdout, "{removed}").context("writing to standard output")?;
+    }
+    for interface in &report.interfaces {
+        writeln!(
+            stdout,
+            "{interface}: nothing of portmon left attached or pinned"
+        )
+        .context("writing to standard output")?;
+    }
+    for interface in &report.missing {
+        writeln!(
+            stdout,
+            "{interface}: nothing to detach (no {})",
+            root.join(interface).display()
+        )
+        .context("writing to standard output")?;
+    }
+    if report.interfaces.is_empty() && report.missing.is_empty() {
+        writeln!(
+            stdout,
+            "nothing to detach: no interface is pinned under {}",
+            root.display()
+        )
+        .context("writing to standard output")?;
+    }
+    stdout.flush().context("writing to standard output")
 }
 
 /// The log format: flag (or `PORTMON_LOG_FORMAT`) over the config file.
@@ -262,7 +343,9 @@ mod tests {
             .expect("the arguments parse");
         match cli.command {
             Command::Run(run) => run,
-            Command::Ports(_) | Command::Check(_) => panic!("expected the run subcommand"),
+            Command::Ports(_) | Command::Check(_) | Command::Detach(_) => {
+                panic!("expected the run subcommand")
+            }
         }
     }
 

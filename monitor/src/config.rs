@@ -96,6 +96,8 @@ pub struct DaemonConfig {
     pub debug_kernel: bool,
     /// Log lines as human-readable text or one JSON object per line.
     pub log_format: LogFormat,
+    /// bpffs directory of the pins (`--pin-dir`); unset is `/sys/fs/bpf/portmon`.
+    pub pin_dir: Option<std::path::PathBuf>,
 }
 
 /// `--log-format` / `log_format`.
@@ -139,6 +141,7 @@ impl Default for DaemonConfig {
             max_slices: monitor_common::layout::DEFAULT_MAX_SLICES,
             debug_kernel: false,
             log_format: LogFormat::Text,
+            pin_dir: None,
         }
     }
 }
@@ -414,7 +417,8 @@ mod tests {
              promote_min_packets = 7\n\
              max_slices = 4\n\
              debug_kernel = true\n\
-             log_format = \"json\"\n",
+             log_format = \"json\"\n\
+             pin_dir = \"/sys/fs/bpf/elsewhere\"\n",
         )
         .expect("a valid file");
         assert_eq!(
@@ -430,6 +434,7 @@ mod tests {
                 max_slices: 4,
                 debug_kernel: true,
                 log_format: LogFormat::Json,
+                pin_dir: Some("/sys/fs/bpf/elsewhere".into()),
             }
         );
     }

@@ -1,14 +1,21 @@
 //! Loading the kernel programs: sizing the counter map for this host, setting the
 //! load-time globals, and forwarding kernel-side log records.
 
-use aya::{Ebpf, EbpfLoader, maps::Map, programs::ProgramError};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::Map,
+    programs::{ProgramError, links::FdLink},
+};
 use log::{info, warn};
 use monitor_common::layout::{
     self, COUNTERS_MAP, DEFAULT_MAX_SLICES, GLOBAL_DEBUG, GLOBAL_SHARED_SLICES, GLOBAL_SLICE_COUNT,
-    SlicePlan,
+    PINNED_MAPS, SlicePlan,
 };
 
-use crate::counters::{CounterMap, CounterMapError};
+use crate::{
+    counters::{CounterMap, CounterMapError},
+    pin::PinDir,
+};
 
 /// The kernel programs, compiled by `build.rs` for the BPF target.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/portmon"));
@@ -32,6 +39,25 @@ pub struct LoadOptions {
     pub debug: bool,
     /// Override of the number of possible CPUs, for memory benchmarks; `None` reads sysfs.
     pub possible_cpus: Option<u32>,
+}
+
+impl LoadOptions {
+    /// The slice plan these options give on this host.
+    ///
+    /// # Errors
+    /// An out-of-range slice cap, or an unreadable possible-CPU count.
+    pub fn plan(&self) -> Result<SlicePlan, LoadError> {
+        if self.max_slices == 0 || self.max_slices > MAX_SLICES_LIMIT {
+            return Err(LoadError::MaxSlices(self.max_slices));
+        }
+        let possible_cpus = match self.possible_cpus {
+            Some(cpus) => cpus,
+            None => aya::util::nr_cpus()
+                .map(|cpus| u32::try_from(cpus).unwrap_or(u32::MAX))
+                .map_err(|(path, source)| LoadError::PossibleCpus { path, source })?,
+        };
+        Ok(layout::slice_plan(possible_cpus, self.max_slices))
+    }
 }
 
 impl Default for LoadOptions {
@@ -76,6 +102,9 @@ pub enum LoadError {
 
 /// The loaded (not yet attached) kernel programs and their counter map.
 pub struct DataPlane {
+    /// Pinned links this process attached (see [`crate::pin::links`]); closing them leaves
+    /// them attached while they are pinned.
+    links: Vec<FdLink>,
     ebpf: Ebpf,
     plan: SlicePlan,
     logger: Option<KernelLogger>,
@@ -90,33 +119,51 @@ impl DataPlane {
     /// # Errors
     /// See [`LoadError`].
     pub fn load(options: LoadOptions) -> Result<Self, LoadError> {
-        if options.max_slices == 0 || options.max_slices > MAX_SLICES_LIMIT {
-            return Err(LoadError::MaxSlices(options.max_slices));
-        }
-        let possible_cpus = match options.possible_cpus {
-            Some(cpus) => cpus,
-            None => aya::util::nr_cpus()
-                .map(|cpus| u32::try_from(cpus).unwrap_or(u32::MAX))
-                .map_err(|(path, source)| LoadError::PossibleCpus { path, source })?,
-        };
-        let plan = layout::slice_plan(possible_cpus, options.max_slices);
+        Self::load_with(options, None)
+    }
+
+    /// Like [`DataPlane::load`], with every map of [`PINNED_MAPS`] opened from `pins` when
+    /// pinned there, and created and pinned there otherwise. `pins` must have been opened
+    /// for `options.plan()` (its layout name vouches for the maps it holds).
+    ///
+    /// # Errors
+    /// See [`LoadError`].
+    pub fn load_pinned(options: LoadOptions, pins: &PinDir) -> Result<Self, LoadError> {
+        Self::load_with(options, Some(pins))
+    }
+
+    fn load_with(options: LoadOptions, pins: Option<&PinDir>) -> Result<Self, LoadError> {
+        let plan = options.plan()?;
         let shared = u32::from(plan.shared);
         let debug = u32::from(options.debug);
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        loader
             .map_max_entries(COUNTERS_MAP, plan.map_entries())
             .override_global(GLOBAL_SLICE_COUNT, &plan.slices, true)
             .override_global(GLOBAL_SHARED_SLICES, &shared, true)
-            .override_global(GLOBAL_DEBUG, &debug, true)
-            .load(OBJECT)?;
+            .override_global(GLOBAL_DEBUG, &debug, true);
+        if let Some(pins) = pins {
+            for &name in PINNED_MAPS {
+                loader.map_pin_path(name, pins.map_path(name));
+            }
+        }
+        let mut ebpf = loader.load(OBJECT)?;
         info!(
-            "counter map: {} slices for {possible_cpus} possible CPUs ({}), {} KiB",
+            "counter map: {} slices ({}), {} KiB{}",
             plan.slices,
             if plan.shared {
                 "shared, atomic adds"
             } else {
                 "one per CPU"
             },
-            plan.map_bytes() / 1024
+            plan.map_bytes() / 1024,
+            match pins {
+                Some(pins) if pins.reused() => {
+                    format!(", reused from {} (counters continue)", pins.dir().display())
+                }
+                Some(pins) => format!(", pinned at {}", pins.dir().display()),
+                None => String::new(),
+            }
         );
         // The logger owns the log ring map: it must outlive program loading, or the
         // programs would reference a closed map fd.
@@ -126,7 +173,12 @@ impl DataPlane {
                 warn!("kernel-side logging unavailable: {error}");
             })
             .ok();
-        let mut data_plane = Self { ebpf, plan, logger };
+        let mut data_plane = Self {
+            links: Vec::new(),
+            ebpf,
+            plan,
+            logger,
+        };
         data_plane.load_programs()?;
         Ok(data_plane)
     }
@@ -185,6 +237,11 @@ impl DataPlane {
             return Err(CounterMapError::Missing(COUNTERS_MAP).into());
         };
         Ok(CounterMap::new(data, self.plan)?)
+    }
+
+    /// Keeps `link` (a pinned link this process attached) open as long as the data plane.
+    pub fn hold_link(&mut self, link: FdLink) {
+        self.links.push(link);
     }
 
     /// The underlying object, for tests and benchmarks that run programs directly.

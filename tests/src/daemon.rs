@@ -27,6 +27,8 @@ use std::{
 
 use anyhow::{Context as _, Result, anyhow, bail, ensure};
 
+use crate::pin::PinRoot;
+
 /// How long a started daemon may take to answer `/healthz`.
 const START_LIMIT: Duration = Duration::from_mins(1);
 /// How long a daemon may take to exit after SIGTERM before it is killed.
@@ -142,10 +144,17 @@ pub fn run_command(command: &mut Command, limit: Duration) -> Result<Output> {
 }
 
 /// A running `portmon run`, stopped (SIGTERM, then SIGKILL) on drop.
+///
+/// Pins: unless the arguments choose (`--pin-dir`, `--no-pin`), the daemon gets a pin root
+/// of its own ([`PinRoot`]) and `--cleanup`, so it detaches at exit like an unpinned one,
+/// runs in parallel with other tests and leaves nothing in bpffs, even after `kill -9`
+/// (the root is removed on drop).
 pub struct Daemon {
     child: Option<Child>,
     addr: SocketAddr,
     log: PathBuf,
+    /// Dropped after the child is stopped.
+    _pins: Option<PinRoot>,
 }
 
 impl Daemon {
@@ -169,9 +178,23 @@ impl Daemon {
             std::env::temp_dir().join(format!("portmon-daemon-{}-{port}.log", std::process::id()));
         let log_file =
             fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let chooses = |flag: &str| args.iter().any(|arg| arg.starts_with(flag));
+        let pins = if chooses("--pin-dir") || chooses("--no-pin") {
+            None
+        } else {
+            Some(PinRoot::new()?)
+        };
+        let mut pin_args = Vec::new();
+        if let Some(pins) = &pins {
+            pin_args.extend(["--pin-dir".to_owned(), pins.arg()]);
+            if !chooses("--cleanup") {
+                pin_args.push("--cleanup".to_owned());
+            }
+        }
         let child = Command::new(portmon_binary())
             .arg("run")
             .args(["--listen", &addr.to_string()])
+            .args(&pin_args)
             .args(args)
             .envs(envs.iter().copied())
             .stdin(Stdio::null())
@@ -183,6 +206,7 @@ impl Daemon {
             child: Some(child),
             addr,
             log,
+            _pins: pins,
         };
         let deadline = Instant::now() + START_LIMIT;
         loop {

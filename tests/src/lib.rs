@@ -4,5 +4,6 @@ pub mod bench;
 pub mod daemon;
 pub mod frames;
 pub mod netns;
+pub mod pin;
 pub mod prometheus;
 pub mod testrun;

@@ -1,14 +1,17 @@
 //! One monitored interface: its own loaded programs and counter map (the map has no
 //! interface dimension), the last read of the counters and the budget's promotions.
 //!
-//! Dropping an [`Interface`] drops its [`DataPlane`], whose aya links detach the programs:
-//! every error path and the shutdown path leave nothing attached.
+//! Dropping an [`Interface`] drops its [`DataPlane`], whose aya links detach the programs,
+//! unless they are pinned ([`crate::pin`]): then they stay attached and counting after this
+//! process, for the next daemon to take over, unless the [`PinGuard`] removes the pins
+//! first (`--cleanup`, or a start that failed on a directory it had just created).
 //!
-//! Accumulation: the kernel's counters are monotonic from map creation and this process
-//! never replaces its map, so the last full read *is* the accumulated total (one 6 MiB
-//! buffer per interface instead of three for previous/current/sum). Whoever adds map
-//! replacement (pinned maps across restarts) must fold the old map's last read into a
-//! per-counter offset before switching, so that no exported counter decreases.
+//! Accumulation: the kernel's counters are monotonic from map creation and a process never
+//! replaces its map while it runs, so the last full read *is* the accumulated total (one
+//! 6 MiB buffer per interface instead of three for previous/current/sum). A pinned map
+//! outlives the process: a restarted daemon exports the same totals, continuing exactly. A
+//! map is only ever replaced at startup (no pins yet, `--no-pin`, or pins of another layout,
+//! logged), and the process restart is then a counter reset, which Prometheus handles.
 
 use std::{
     sync::{
@@ -31,6 +34,10 @@ use crate::{
         budget::{BudgetSettings, InterfaceBudget, PortClasses},
         histogram::Histogram,
     },
+    pin::{
+        PinDir, PinGuard,
+        links::{self as pinned, Origin},
+    },
 };
 
 /// How to attach to an interface.
@@ -42,6 +49,8 @@ pub struct AttachOptions {
     pub egress: bool,
     /// Map sizing and kernel debug switch.
     pub load: LoadOptions,
+    /// Pin root (`--pin-dir`); `None` with `--no-pin`.
+    pub pin_root: Option<&'static std::path::Path>,
 }
 
 /// What the reader updates and the scrape reads.
@@ -59,6 +68,8 @@ pub struct Interface {
     counters: CounterMap,
     state: Mutex<State>,
     read_errors: AtomicU64,
+    /// The pins, removed on drop with `--cleanup`; `None` with `--no-pin`.
+    pins: Option<PinGuard>,
     /// Last field: dropped last, so the programs detach after the reader's view is gone.
     data_plane: Mutex<DataPlane>,
 }
@@ -80,46 +91,84 @@ impl Interface {
         name: &str,
         options: AttachOptions,
     ) -> anyhow::Result<(Self, Option<KernelLogger>)> {
-        let mut data_plane = DataPlane::load(options.load).context(
+        let pins = match options.pin_root {
+            Some(root) => {
+                let plan = options.load.plan().context("sizing the counter map")?;
+                let dir = PinDir::open(root, name, plan)
+                    .with_context(|| format!("preparing the pin directory of {name}"))?;
+                Some(PinGuard::new(dir))
+            }
+            None => None,
+        };
+        let loaded = match &pins {
+            Some(pins) => DataPlane::load_pinned(options.load, pins.dir()),
+            None => DataPlane::load(options.load),
+        };
+        let mut data_plane = loaded.context(
             "loading the eBPF programs (see the kernel's verifier message above; \
              --debug-kernel needs a kernel with BTF)",
         )?;
         let logger = data_plane.take_logger();
-        let xdp =
-            attach::attach_xdp(&mut data_plane, name, options.xdp_mode).with_context(|| {
-                match options.xdp_mode {
-                    XdpMode::Native => format!(
-                        "attaching XDP to {name} in native mode; the driver may not support it: \
-                     try --xdp-mode generic or auto"
-                    ),
-                    _ => format!("attaching XDP to {name}"),
-                }
-            })?;
+        let xdp_context = || match options.xdp_mode {
+            XdpMode::Native => format!(
+                "attaching XDP to {name} in native mode; the driver may not support it: \
+                 try --xdp-mode generic or auto"
+            ),
+            _ => format!("attaching XDP to {name}"),
+        };
+        let (xdp, xdp_origin) = match &pins {
+            Some(pins) => pinned::attach_xdp(&mut data_plane, name, options.xdp_mode, pins.dir())
+                .with_context(xdp_context)?,
+            None => (
+                attach::attach_xdp(&mut data_plane, name, options.xdp_mode)
+                    .with_context(xdp_context)?,
+                Origin::Attached,
+            ),
+        };
         let mut attachments = vec![Attachment {
             hook: "xdp",
             mode: xdp.as_str(),
         }];
+        let mut origins = vec![xdp_origin];
         if options.egress {
-            let tc = attach::attach_tc(
-                &mut data_plane,
-                name,
-                TC_EGRESS_PROGRAM,
-                TcAttachType::Egress,
-            )
-            .with_context(|| {
-                format!("attaching the TC egress program to {name} (or run with --no-egress)")
-            })?;
+            let egress_context =
+                || format!("attaching the TC egress program to {name} (or run with --no-egress)");
+            let (tc, origin) = match &pins {
+                Some(pins) => pinned::attach_tc(
+                    &mut data_plane,
+                    name,
+                    TC_EGRESS_PROGRAM,
+                    TcAttachType::Egress,
+                    pins.dir(),
+                )
+                .with_context(egress_context)?,
+                None => (
+                    attach::attach_tc(
+                        &mut data_plane,
+                        name,
+                        TC_EGRESS_PROGRAM,
+                        TcAttachType::Egress,
+                    )
+                    .with_context(egress_context)?,
+                    Origin::Attached,
+                ),
+            };
             attachments.push(Attachment {
                 hook: "tc_egress",
                 mode: tc.as_str(),
             });
+            origins.push(origin);
         }
         let counters = data_plane
             .counters()
             .with_context(|| format!("mapping the counter map of {name}"))?;
         let described: Vec<String> = attachments
             .iter()
-            .map(|a| format!("{} ({})", a.hook, a.mode))
+            .zip(&origins)
+            .map(|(a, origin)| match origin {
+                Origin::Reused => format!("{} ({}, pinned link taken over)", a.hook, a.mode),
+                Origin::Attached => format!("{} ({})", a.hook, a.mode),
+            })
             .collect();
         log::info!("attached to {name}: {}", described.join(", "));
         let ifindex = ifindex(name).with_context(|| format!("finding the index of {name}"))?;
@@ -135,6 +184,7 @@ impl Interface {
                     read_duration: Histogram::default(),
                 }),
                 read_errors: AtomicU64::new(0),
+                pins,
                 data_plane: Mutex::new(data_plane),
             },
             logger,
@@ -166,6 +216,14 @@ impl Interface {
                 self.name,
                 settings.top_k
             );
+        }
+    }
+
+    /// Once the daemon runs: keep the pins at exit (the default), or remove them
+    /// (`cleanup`). Until then a failed start removes pins it created.
+    pub fn settle_pins(&mut self, cleanup: bool) {
+        if let Some(pins) = &mut self.pins {
+            pins.settle(cleanup);
         }
     }
 
@@ -274,6 +332,15 @@ fn ifindex(name: &str) -> std::io::Result<u32> {
 
 impl Drop for Interface {
     fn drop(&mut self) {
-        log::info!("detaching from {}", self.name);
+        match &self.pins {
+            Some(pins) if pins.kept() => log::info!(
+                "leaving {} attached and counting: pinned in {} for the next start \
+                 (`portmon detach --iface {}` removes it)",
+                self.name,
+                pins.dir().dir().display(),
+                self.name
+            ),
+            _ => log::info!("detaching from {}", self.name),
+        }
     }
 }

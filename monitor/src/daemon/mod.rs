@@ -39,6 +39,7 @@ use crate::{
         budget::{BudgetSettings, PortClasses},
         encode::Format,
     },
+    pin,
     ports::Policy,
     webhook::WebhookSender,
 };
@@ -66,6 +67,41 @@ pub struct Settings {
     pub policy: Policy,
     /// The spike detector's `[alerts]` section.
     pub alerts: AlertsConfig,
+    /// Pinning across restarts (`--pin-dir`, `--no-pin`, `--cleanup`).
+    pub pin: PinSettings,
+}
+
+/// Pinning across restarts (see [`crate::pin`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PinSettings {
+    /// The pin root; `None` is [`pin::DEFAULT_ROOT`], which falls back to no pinning with
+    /// a warning when it is not on bpffs (an explicit root must be).
+    pub dir: Option<std::path::PathBuf>,
+    /// `--no-pin`: fully ephemeral, nothing in bpffs, everything detached at exit.
+    pub disabled: bool,
+    /// `--cleanup`: pin while running, but detach and unpin at exit.
+    pub cleanup: bool,
+}
+
+/// The pin root to use, checked on bpffs. Leaked once: it lives as long as the process and
+/// keeps [`AttachOptions`] `Copy`.
+fn pin_root(settings: &PinSettings) -> anyhow::Result<Option<&'static std::path::Path>> {
+    if settings.disabled {
+        log::info!("--no-pin: nothing pinned; counters restart from zero with the daemon");
+        return Ok(None);
+    }
+    let root = settings
+        .dir
+        .clone()
+        .unwrap_or_else(|| pin::DEFAULT_ROOT.into());
+    match pin::check_bpffs(&root) {
+        Ok(()) => Ok(Some(Box::leak(root.into_boxed_path()))),
+        Err(error @ pin::PinError::NotBpffs { .. }) if settings.dir.is_none() => {
+            log::warn!("{error}. Continuing without pinning");
+            Ok(None)
+        }
+        Err(error) => Err(error).context("checking the pin directory (--pin-dir)"),
+    }
 }
 
 /// The shared state the reader updates and the scrape reads.
@@ -138,8 +174,11 @@ impl Daemon {
     }
 }
 
-/// Checks everything that can be checked before loading; returns the interfaces to use.
-fn preflight(settings: &Settings) -> anyhow::Result<Vec<String>> {
+/// Checks everything that can be checked before loading; returns the interfaces to use
+/// and the pin root.
+fn preflight(
+    settings: &Settings,
+) -> anyhow::Result<(Vec<String>, Option<&'static std::path::Path>)> {
     let kernel = KernelVersion::current().context("reading the kernel version")?;
     let features = preflight::check_kernel(kernel)?;
     if !features.tcx {
@@ -148,8 +187,21 @@ fn preflight(settings: &Settings) -> anyhow::Result<Vec<String>> {
     caps::check()?;
     let links = netlink::links().context("listing the network interfaces")?;
     let chosen = preflight::select_interfaces(&settings.interfaces, &links)?;
-    preflight::check_xdp_free(&chosen)?;
-    Ok(chosen.into_iter().map(|link| link.name.clone()).collect())
+    let pin_root = pin_root(&settings.pin)?;
+    // Our own pinned XDP links take the hook only in appearance: they are taken over.
+    let chosen: Vec<netlink::Link> = chosen
+        .into_iter()
+        .map(|link| {
+            let mut link = link.clone();
+            if let Some(root) = pin_root {
+                let ours = pin::links::pinned_xdp_programs(root, &link.name);
+                link.xdp.retain(|program| !ours.contains(&program.id));
+            }
+            link
+        })
+        .collect();
+    preflight::check_xdp_free(&chosen.iter().collect::<Vec<_>>())?;
+    Ok((chosen.into_iter().map(|link| link.name).collect(), pin_root))
 }
 
 /// Drops every capability once attached (see [`privileges`]). TC through clsact (kernels
@@ -185,7 +237,7 @@ fn drop_privileges(egress: bool) -> anyhow::Result<()> {
 /// Any refusal of the preflight checks, a failed load or attach (everything attached so
 /// far is detached first), or an endpoint that cannot listen.
 pub fn run(settings: Settings) -> anyhow::Result<()> {
-    let names = preflight(&settings)?;
+    let (names, pin_root) = preflight(&settings)?;
     let listener = std::net::TcpListener::bind(settings.listen).with_context(|| {
         format!(
             "listening on {} for metrics; choose another address with --listen",
@@ -199,7 +251,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let result = runtime.block_on(serve(settings, names, listener));
+    let result = runtime.block_on(serve(settings, names, pin_root, listener));
     // Dropping the runtime drops every task, and with them the last references to the
     // interfaces: their programs detach here at the latest.
     drop(runtime);
@@ -244,6 +296,7 @@ fn start_alerting(settings: &Settings) -> anyhow::Result<Option<Mutex<Alerting>>
 async fn serve(
     settings: Settings,
     names: Vec<String>,
+    pin_root: Option<&'static std::path::Path>,
     listener: std::net::TcpListener,
 ) -> anyhow::Result<()> {
     // Handlers first, so that a signal during the attach is not fatal and still detaches.
@@ -261,6 +314,7 @@ async fn serve(
             debug: settings.debug_kernel,
             possible_cpus: None,
         },
+        pin_root,
     };
     let mut interfaces = Vec::with_capacity(names.len());
     let mut loggers = Vec::new();
@@ -290,6 +344,10 @@ async fn serve(
         crate::config::duration::format(settings.interval),
         settings.listen,
     );
+    // Started: from now on the pins stay at exit, unless --cleanup.
+    for interface in &mut interfaces {
+        interface.settle_pins(settings.pin.cleanup);
+    }
     let daemon = Arc::new(Daemon {
         interfaces,
         policy: settings.policy,
@@ -315,10 +373,15 @@ async fn serve(
             reader.read_all();
         }
     }));
+    let leaving = if pin_root.is_some() && !settings.pin.cleanup {
+        "stopping; the pinned programs stay attached"
+    } else {
+        "detaching"
+    };
     let shutdown = async {
         tokio::select! {
-            _ = interrupt.recv() => log::info!("SIGINT: detaching"),
-            _ = terminate.recv() => log::info!("SIGTERM: detaching"),
+            _ = interrupt.recv() => log::info!("SIGINT: {leaving}"),
+            _ = terminate.recv() => log::info!("SIGTERM: {leaving}"),
         }
     };
     http::serve(listener, Arc::clone(&daemon), shutdown).await;

@@ -53,6 +53,8 @@ impl Portmon {
             .arg("run")
             .args(["--listen", &addr.to_string()])
             .args(["--iface", interface, "--interval", interval])
+            // Measured as a fresh start every time: nothing pinned, nothing left behind.
+            .arg("--no-pin")
             .env("RUST_LOG", log_filter)
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
