@@ -322,6 +322,8 @@ impl Portmon {
         command
             .args(["run", "--iface", iface, "--listen", &listen.to_string()])
             .args(["--interval", &format!("{}ms", READ_INTERVAL.as_millis())])
+            // The sandbox goes away with the demo: nothing may stay pinned in bpffs.
+            .arg("--no-pin")
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(file.try_clone()?)
