@@ -128,6 +128,20 @@ struct RunArgs {
     /// Detach and unpin everything at exit instead of leaving it counting for the next start.
     #[arg(long, env = "PORTMON_CLEANUP")]
     cleanup: bool,
+    /// Exporter-toolkit web config (YAML): TLS, mTLS, basic auth, headers (see the README).
+    #[arg(
+        long = "web.config.file",
+        value_name = "FILE",
+        env = "PORTMON_WEB_CONFIG_FILE"
+    )]
+    web_config_file: Option<PathBuf>,
+    /// Requests in flight before the endpoint answers 503; 0 is no cap [default: 40].
+    #[arg(
+        long = "web.max-requests",
+        value_name = "N",
+        env = "PORTMON_WEB_MAX_REQUESTS"
+    )]
+    web_max_requests: Option<usize>,
 }
 
 const DETACH_EXAMPLES: &str = "\
@@ -228,6 +242,8 @@ fn settings(args: RunArgs, loaded: Loaded) -> Settings {
             disabled: args.no_pin,
             cleanup: args.cleanup,
         },
+        web_config_file: args.web_config_file.or(file.web_config_file),
+        web_max_requests: args.web_max_requests.unwrap_or(file.web_max_requests),
     }
 }
 

@@ -98,6 +98,10 @@ pub struct DaemonConfig {
     pub log_format: LogFormat,
     /// bpffs directory of the pins (`--pin-dir`); unset is `/sys/fs/bpf/portmon`.
     pub pin_dir: Option<std::path::PathBuf>,
+    /// Exporter-toolkit web config (TLS, basic auth, headers) for the endpoint.
+    pub web_config_file: Option<std::path::PathBuf>,
+    /// Requests in flight before the endpoint answers 503; 0 is no cap.
+    pub web_max_requests: usize,
 }
 
 /// `--log-format` / `log_format`.
@@ -142,6 +146,8 @@ impl Default for DaemonConfig {
             debug_kernel: false,
             log_format: LogFormat::Text,
             pin_dir: None,
+            web_config_file: None,
+            web_max_requests: crate::web::DEFAULT_MAX_REQUESTS,
         }
     }
 }
@@ -380,6 +386,11 @@ pub fn sample() -> String {
     let _ = writeln!(text, "max_slices = {}", defaults.max_slices);
     let _ = writeln!(text, "debug_kernel = {}", defaults.debug_kernel);
     let _ = writeln!(text, "log_format = \"text\"  # or \"json\"");
+    let _ = writeln!(
+        text,
+        "# web_config_file = \"/etc/portmon/web.yml\"  # TLS, basic auth (exporter-toolkit format)"
+    );
+    let _ = writeln!(text, "web_max_requests = {}", defaults.web_max_requests);
     text
 }
 
@@ -418,7 +429,9 @@ mod tests {
              max_slices = 4\n\
              debug_kernel = true\n\
              log_format = \"json\"\n\
-             pin_dir = \"/sys/fs/bpf/elsewhere\"\n",
+             pin_dir = \"/sys/fs/bpf/elsewhere\"\n\
+             web_config_file = \"/etc/portmon/web.yml\"\n\
+             web_max_requests = 0\n",
         )
         .expect("a valid file");
         assert_eq!(
@@ -435,6 +448,8 @@ mod tests {
                 debug_kernel: true,
                 log_format: LogFormat::Json,
                 pin_dir: Some("/sys/fs/bpf/elsewhere".into()),
+                web_config_file: Some("/etc/portmon/web.yml".into()),
+                web_max_requests: 0,
             }
         );
     }

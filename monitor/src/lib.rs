@@ -18,4 +18,5 @@ pub mod metrics;
 pub mod pin;
 pub mod ports;
 pub mod snapshot;
+pub mod web;
 pub mod webhook;

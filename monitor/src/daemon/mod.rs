@@ -69,6 +69,10 @@ pub struct Settings {
     pub alerts: AlertsConfig,
     /// Pinning across restarts (`--pin-dir`, `--no-pin`, `--cleanup`).
     pub pin: PinSettings,
+    /// `--web.config.file`: TLS, basic auth and headers of the endpoint.
+    pub web_config_file: Option<std::path::PathBuf>,
+    /// `--web.max-requests` (0: no cap).
+    pub web_max_requests: usize,
 }
 
 /// Pinning across restarts (see [`crate::pin`]).
@@ -237,6 +241,8 @@ fn drop_privileges(egress: bool) -> anyhow::Result<()> {
 /// Any refusal of the preflight checks, a failed load or attach (everything attached so
 /// far is detached first), or an endpoint that cannot listen.
 pub fn run(settings: Settings) -> anyhow::Result<()> {
+    let security = load_web_config(&settings)?;
+    let limits = endpoint_limits(settings.web_max_requests);
     let (names, pin_root) = preflight(&settings)?;
     let listener = std::net::TcpListener::bind(settings.listen).with_context(|| {
         format!(
@@ -251,11 +257,51 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let result = runtime.block_on(serve(settings, names, pin_root, listener));
+    let result = runtime.block_on(serve(settings, names, pin_root, listener, security, limits));
     // Dropping the runtime drops every task, and with them the last references to the
     // interfaces: their programs detach here at the latest.
     drop(runtime);
     result
+}
+
+/// The endpoint's TLS, auth and headers, read and checked before anything is attached.
+fn load_web_config(settings: &Settings) -> anyhow::Result<crate::web::Security> {
+    let Some(path) = &settings.web_config_file else {
+        return Ok(crate::web::Security::default());
+    };
+    let security = crate::web::Security::load(path).with_context(|| {
+        format!(
+            "loading --web.config.file {}: fix the file, or leave the flag out to serve \
+             plain HTTP without authentication",
+            path.display()
+        )
+    })?;
+    log::info!("metrics endpoint: {}", security.describe());
+    Ok(security)
+}
+
+/// Raises the open-file limit (as Go programs do) and sizes the connection cap to it.
+fn endpoint_limits(max_requests: usize) -> http::Limits {
+    let nofile = match crate::web::rlimit::raise_nofile() {
+        Ok(raised) => {
+            if raised.after != raised.before {
+                log::info!(
+                    "open-file limit raised from {} to {} (the hard limit)",
+                    raised.before,
+                    raised.after
+                );
+            }
+            raised.after
+        }
+        Err(error) => {
+            log::warn!("raising the open-file limit: {error}; keeping the current one");
+            1024
+        }
+    };
+    http::Limits {
+        max_requests,
+        max_connections: http::Limits::connections_for(nofile),
+    }
 }
 
 /// The spike detector and its webhook, unless `[alerts] enabled = false`. Must run inside
@@ -298,6 +344,8 @@ async fn serve(
     names: Vec<String>,
     pin_root: Option<&'static std::path::Path>,
     listener: std::net::TcpListener,
+    security: crate::web::Security,
+    limits: http::Limits,
 ) -> anyhow::Result<()> {
     // Handlers first, so that a signal during the attach is not fatal and still detaches.
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
@@ -336,12 +384,13 @@ async fn serve(
     );
     log::info!(
         "counter maps: {} interface(s) x {} slice(s) x {} KiB = {} MiB of kernel memory; \
-         reading every {}; series budget {series_budget}; metrics on http://{}/metrics",
+         reading every {}; series budget {series_budget}; metrics on {}://{}/metrics",
         interfaces.len(),
         plan.slices,
         SLICE_BYTES / 1024,
         interfaces.len() as u64 * plan.map_bytes() / (1024 * 1024),
         crate::config::duration::format(settings.interval),
+        security.scheme(),
         settings.listen,
     );
     // Started: from now on the pins stay at exit, unless --cleanup.
@@ -384,7 +433,7 @@ async fn serve(
             _ = terminate.recv() => log::info!("SIGTERM: {leaving}"),
         }
     };
-    http::serve(listener, Arc::clone(&daemon), shutdown).await;
+    http::serve_secured(listener, Arc::clone(&daemon), security, limits, shutdown).await;
     for task in &tasks {
         task.abort();
     }
