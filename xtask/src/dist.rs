@@ -8,7 +8,8 @@
 //! interpreter (static) that carries an eBPF ELF object.
 //!
 //! Needs the musl target (`rustup target add <arch>-unknown-linux-musl`, added here when
-//! missing), `tar`, `gzip` and `sha256sum`; no C toolchain for musl (Rust ships its libc).
+//! missing), `tar`, `gzip` and `sha256sum`, and `musl-gcc` (Debian musl-tools) for ring's C code,
+//! the TLS crypto of the metrics endpoint.
 
 use std::{
     fs,

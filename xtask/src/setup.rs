@@ -14,6 +14,7 @@ const BUILD_PACKAGES: &[&str] = &[
     "libzstd-dev",
     "zlib1g-dev",
     "build-essential",
+    "musl-tools", // x86_64-linux-musl-gcc: ring's C and assembly for the static `dist` binary
 ];
 
 /// Debian packages the tests and benchmarks drive: `ip` for namespaces and veths, `setpriv`
@@ -31,6 +32,7 @@ const TEST_PACKAGES: &[&str] = &[
     "openssl",
     "nmap",
     "tmux",
+    "curl", // certificates and TLS clients of the web_security test
 ];
 
 /// How to tell a pip-installed tool is present.
