@@ -18,6 +18,7 @@ fuzz_target!(|frame: &[u8]| {
             l4,
             syn,
             payload_offset,
+            payload_len,
             ..
         } => {
             // The kernel multiplies payload_offset by GSO segments for byte counts: it must
@@ -31,6 +32,13 @@ fuzz_target!(|frame: &[u8]| {
             assert!(
                 offset >= MIN_PORT_FRAME,
                 "payload offset {offset} inside the headers"
+            );
+            // The payload classifier reads inside payload_offset..+payload_len only.
+            let end = offset + usize::from(payload_len);
+            assert!(
+                end <= frame.len(),
+                "payload {offset}..{end} past a {}-byte frame",
+                frame.len()
             );
             assert!(l4 == L4::Tcp || !syn, "a UDP datagram counted as a SYN");
         }

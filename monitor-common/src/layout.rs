@@ -12,6 +12,10 @@
 //!
 //! The daemon maps the whole array read-only and sums the slices: one linear scan,
 //! no syscall per key.
+//!
+//! The payload maps (the last section of this file) follow the same slicing.
+
+use crate::payload::PayloadKind;
 
 /// Name of the counter map in the eBPF object.
 pub const COUNTERS_MAP: &str = "PORTMON_COUNTERS";
@@ -23,17 +27,24 @@ pub const GLOBAL_SHARED_SLICES: &str = "PORTMON_SHARED_SLICES";
 /// Load-time global: non-zero turns on per-packet debug logging through aya-log.
 pub const GLOBAL_DEBUG: &str = "PORTMON_DEBUG";
 
+/// Load-time global: non-zero turns on payload classification (see [`crate::payload`]).
+/// Zero makes the verifier drop the whole payload path: not even the branch is left.
+pub const GLOBAL_PAYLOAD: &str = "PORTMON_PAYLOAD_ENABLED";
+
 /// The maps that carry state across daemon restarts: each is pinned per interface and a
 /// restarted daemon reuses it instead of creating a fresh one. Every map whose contents must
 /// survive (counters, per-port state) belongs here; scratch maps (the log ring, per-packet
 /// buffers) do not. A change to any listed map's key, value or size needs a
 /// [`LAYOUT_VERSION`] bump, which is all it takes for the old pins to be replaced.
-pub const PINNED_MAPS: &[&str] = &[COUNTERS_MAP];
+///
+/// The payload maps are pinned together: the counts are only meaningful with the slot map
+/// that says which port each slot belongs to.
+pub const PINNED_MAPS: &[&str] = &[COUNTERS_MAP, PAYLOAD_SLOT_MAP, PAYLOAD_MAP];
 
 /// Version of the map layout. Bump it whenever [`Counter`], the index functions or any map
 /// of [`PINNED_MAPS`] change, so that a pinned map from an older build is replaced instead
-/// of misread (the daemon keys its pin directory on it).
-pub const LAYOUT_VERSION: u32 = 1;
+/// of misread (the daemon keys its pin directory on it). 2: the payload maps.
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Default cap on the number of slices. A power of two.
 ///
@@ -256,6 +267,62 @@ impl SlicePlan {
     }
 }
 
+// ---- Payload classification ------------------------------------------------------------
+//
+// Two maps, written per packet only for the ports user space asked for:
+//
+// * `PORTMON_PAYLOAD_SLOT`, one `u64` per (direction, l4, port) at [`port_index`]: 0 means
+//   the port is not tracked, `n` (1 to `PAYLOAD_SLOTS - 1`) that its payloads are counted
+//   in slot `n`. Written by user space only, through a writable mapping (`BPF_F_MMAPABLE`):
+//   an mmapped map is written with plain stores, so no `bpf()` call and no capability is
+//   needed once the daemon has mapped it. The value is a `u64` because the kernel rounds
+//   every array element up to 8 bytes anyway (`round_up(value_size, 8)` in
+//   `array_map_alloc()`, kernel/bpf/arraymap.c), so a `u16` would take as much memory and
+//   leave a mapping with a stride unlike its type.
+// * `PORTMON_PAYLOAD`, `BPF_F_MMAPABLE`, sliced per CPU like the counter map: in each
+//   slice, `[slot][kind]` counts of [`PayloadKind::SIGNATURES`] `u64`s. Slot 0 is never
+//   written (it means "not tracked"), which keeps the index a plain product.
+
+/// Name of the map that says which ports' payloads are classified, and in which slot.
+pub const PAYLOAD_SLOT_MAP: &str = "PORTMON_PAYLOAD_SLOT";
+/// Name of the payload counter map.
+pub const PAYLOAD_MAP: &str = "PORTMON_PAYLOAD";
+
+/// Slots of the payload counter map, including the unused slot 0: at most
+/// `PAYLOAD_SLOTS - 1` ports are tracked at a time.
+pub const PAYLOAD_SLOTS: u32 = 1024;
+/// Entries of the slot map: one per (direction, l4, port), indexed by [`port_index`].
+pub const PAYLOAD_SLOT_ENTRIES: u32 = Direction::COUNT * L4::COUNT * PORTS;
+/// Counters in one slice of the payload counter map.
+pub const PAYLOAD_SLICE_ENTRIES: u32 = PAYLOAD_SLOTS * PayloadKind::SIGNATURES;
+/// Bytes of one slice of the payload counter map (56 KiB).
+pub const PAYLOAD_SLICE_BYTES: u64 = PAYLOAD_SLICE_ENTRIES as u64 * 8;
+
+const _: () = assert!(port_index(Direction::Egress, L4::Udp, u16::MAX) < PAYLOAD_SLOT_ENTRIES);
+
+/// Index, within a slice of the payload counter map, of the count of `kind` in `slot`.
+/// `kind` must be a signature kind (before [`PayloadKind::Other`]), `slot` below
+/// [`PAYLOAD_SLOTS`].
+#[inline(always)]
+#[must_use]
+pub const fn payload_index(slot: u32, kind: PayloadKind) -> u32 {
+    slot * PayloadKind::SIGNATURES + kind as u32
+}
+
+impl SlicePlan {
+    /// Entries of the whole payload counter map.
+    #[must_use]
+    pub const fn payload_map_entries(self) -> u32 {
+        self.slices * PAYLOAD_SLICE_ENTRIES
+    }
+
+    /// Bytes of the whole payload counter map (the kernel rounds up to pages).
+    #[must_use]
+    pub const fn payload_map_bytes(self) -> u64 {
+        self.slices as u64 * PAYLOAD_SLICE_BYTES
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,6 +371,21 @@ mod tests {
             }
         );
         assert_eq!(slice_plan(0, 0).slices, 1);
+    }
+
+    #[test]
+    fn payload_indices_stay_within_a_slice() {
+        assert_eq!(payload_index(0, PayloadKind::Tls), 0);
+        assert_eq!(
+            payload_index(PAYLOAD_SLOTS - 1, PayloadKind::SnmpV3) + 1,
+            PAYLOAD_SLICE_ENTRIES
+        );
+        assert_eq!(
+            payload_index(1, PayloadKind::Tls),
+            payload_index(0, PayloadKind::SnmpV3) + 1,
+            "slots follow each other without a gap"
+        );
+        const { assert!(PAYLOAD_SLICE_BYTES <= 64 << 10, "about 64 KiB per slice") };
     }
 
     #[test]

@@ -75,6 +75,12 @@ pub enum Parsed {
         syn: bool,
         /// Offset of the L4 payload from the start of the frame (all headers' length).
         payload_offset: u16,
+        /// Bytes of L4 payload, never past the frame: TCP, up to the end of the IP packet;
+        /// UDP, up to the end of the UDP length (or of the IP packet, if shorter); a first
+        /// fragment (IPv4 MF, or an IPv6 fragment header with M), up to the end of the IP
+        /// packet, since its UDP length covers the whole datagram. Ethernet padding is
+        /// never payload.
+        payload_len: u16,
     },
     /// Not counted under a port.
     Unparsed {
@@ -159,6 +165,7 @@ fn parse_ipv4_fast(head: &[u8; FAST_PATH_LEN], frame_len: usize) -> Option<Parse
                 // At most 14 + 20 + 60 bytes.
                 #[expect(clippy::cast_possible_truncation, reason = "at most 94")]
                 payload_offset: (L4_AT + header_len) as u16,
+                payload_len: length(end - (L4_AT + header_len)),
             }
         }
         IPPROTO_UDP => {
@@ -176,6 +183,7 @@ fn parse_ipv4_fast(head: &[u8; FAST_PATH_LEN], frame_len: usize) -> Option<Parse
                 syn: false,
                 #[expect(clippy::cast_possible_truncation, reason = "a constant, 42")]
                 payload_offset: (L4_AT + UDP_HEADER_LEN) as u16,
+                payload_len: udp_payload_len(udp_len, end - L4_AT, more_fragments),
             }
         }
         _ => return None,
@@ -351,6 +359,7 @@ fn parse_l4<P: Packet + ?Sized>(
                 // Headers end before the IP packet does, which ends within 64 KiB + headers.
                 #[expect(clippy::cast_possible_truncation, reason = "bounded by the IP length")]
                 payload_offset: (offset + header_len) as u16,
+                payload_len: length(end - (offset + header_len)),
             }
         }
         IPPROTO_UDP => {
@@ -367,6 +376,7 @@ fn parse_l4<P: Packet + ?Sized>(
                 syn: false,
                 #[expect(clippy::cast_possible_truncation, reason = "bounded by the IP length")]
                 payload_offset: (offset + UDP_HEADER_LEN) as u16,
+                payload_len: udp_payload_len(udp_len, end - offset, more_fragments),
             }
         }
         _ => Parsed::Unparsed {
@@ -374,6 +384,35 @@ fn parse_l4<P: Packet + ?Sized>(
             ip_protocol: Some(protocol),
         },
     }
+}
+
+/// A payload length that the IP length fields bound: an IPv4 total length, or an IPv6
+/// payload length, is at most 65535, and the payload lies inside it.
+#[inline(always)]
+fn length(len: usize) -> u16 {
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "at most 65535, bounded by the IP length field"
+    )]
+    let len = len as u16;
+    len
+}
+
+/// The payload of a UDP datagram whose header starts `room` bytes before the end of the IP
+/// packet and declares `udp_len` bytes (header included; checked to be at least 8, and to
+/// fit in `room` unless `more_fragments`).
+///
+/// A first fragment's UDP length covers the whole datagram, so its payload ends with the
+/// IP packet. Otherwise the payload ends where the UDP length says, which may be before the
+/// IP packet does (the rest is not UDP's).
+#[inline(always)]
+fn udp_payload_len(udp_len: usize, room: usize, more_fragments: bool) -> u16 {
+    let end = if more_fragments {
+        room
+    } else {
+        udp_len.min(room)
+    };
+    length(end.saturating_sub(UDP_HEADER_LEN))
 }
 
 /// Reads `N` bytes at `offset` only if they end by `end`, the end of the enclosing IP packet.

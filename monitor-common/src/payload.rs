@@ -211,6 +211,8 @@ mod signatures;
 
 #[cfg(any(test, feature = "user"))]
 pub mod reference;
+#[cfg(any(test, feature = "user"))]
+pub mod samples;
 
 #[cfg(test)]
 mod tests;

@@ -26,7 +26,7 @@ static PORTMON_SHARED_SLICES: u32 = 0;
 static PORTMON_DEBUG: u32 = 0;
 
 #[inline(always)]
-fn global(value: &'static u32) -> u32 {
+pub fn global(value: &'static u32) -> u32 {
     // SAFETY: a valid reference; volatile so that the compiler keeps the load the
     // loader's value is patched into instead of folding the default.
     unsafe { core::ptr::read_volatile(value) }
@@ -44,26 +44,45 @@ pub fn wire_bytes(parsed: &Parsed, frame_len: u64, segments: u64) -> u64 {
     }
 }
 
-/// Counts one packet (`packets` wire packets, `bytes` bytes) in this CPU's slice.
+/// The slice of the counter maps this CPU writes, and whether other CPUs write it too.
+#[derive(Clone, Copy)]
+pub struct Slice {
+    /// The slice's number.
+    pub index: u32,
+    /// Several CPUs write this slice: atomic adds.
+    pub shared: bool,
+}
+
+impl Slice {
+    /// This CPU's slice.
+    #[inline(always)]
+    pub fn this_cpu() -> Self {
+        // SAFETY: a helper with no arguments and no preconditions.
+        let cpu = unsafe { bpf_get_smp_processor_id() };
+        let shared = global(&PORTMON_SHARED_SLICES) != 0;
+        // Unshared: one slice per possible CPU, so `cpu` indexes it. Shared: a power-of-two
+        // number of slices, masked.
+        let index = if shared {
+            cpu & (global(&PORTMON_SLICE_COUNT).wrapping_sub(1))
+        } else {
+            cpu
+        };
+        Self { index, shared }
+    }
+}
+
+/// Counts one packet (`packets` wire packets, `bytes` bytes) in `slice`.
 #[inline(always)]
 pub fn count<C: EbpfContext>(
     ctx: &C,
+    slice: Slice,
     direction: Direction,
     parsed: &Parsed,
     bytes: u64,
     packets: u64,
 ) {
-    // SAFETY: a helper with no arguments and no preconditions.
-    let cpu = unsafe { bpf_get_smp_processor_id() };
-    let shared = global(&PORTMON_SHARED_SLICES) != 0;
-    // Unshared: one slice per possible CPU, so `cpu` indexes it. Shared: a power-of-two
-    // number of slices, masked.
-    let slice = if shared {
-        cpu & (global(&PORTMON_SLICE_COUNT).wrapping_sub(1))
-    } else {
-        cpu
-    };
-    let base = slice.wrapping_mul(SLICE_ENTRIES);
+    let shared = slice.shared;
+    let base = slice.index.wrapping_mul(SLICE_ENTRIES);
     if global(&PORTMON_DEBUG) != 0 {
         log_parsed(ctx, direction, parsed, bytes);
     }
@@ -146,7 +165,7 @@ fn add<C: EbpfContext>(
 /// # Safety
 /// `target` must be valid and 8-byte aligned.
 #[inline(always)]
-unsafe fn atomic_add(target: *mut u64, value: u64) {
+pub unsafe fn atomic_add(target: *mut u64, value: u64) {
     // The BPF target has atomic adds but no compare-and-swap, so `AtomicU64::fetch_add` is
     // not offered; the intrinsic lowers to the BPF_ATOMIC add instruction (lock xadd).
     // SAFETY: the caller guarantees validity and alignment.
@@ -159,9 +178,8 @@ unsafe fn atomic_add(target: *mut u64, value: u64) {
 
 /// A lookup failed: the map is smaller than the CPU numbering, which the loader rules out.
 /// Count it in slice 0 (atomically: any CPU may land here) and say so in the log.
-
 #[inline(never)]
-fn internal_error<C: EbpfContext>(ctx: &C, direction: Direction, index: u32) {
+pub fn internal_error<C: EbpfContext>(ctx: &C, direction: Direction, index: u32) {
     error!(ctx, "portmon: counter index {} outside the map", index);
     if let Some(counter) =
         PORTMON_COUNTERS.get_ptr_mut(reason_index(direction, Reason::InternalError))

@@ -10,6 +10,7 @@
 
 mod access;
 mod count;
+mod payload;
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, xdp_action::XDP_PASS},
@@ -20,7 +21,7 @@ use monitor_common::{layout::Direction, parse::parse};
 
 use crate::{
     access::{SkbPacket, XdpPacket},
-    count::count,
+    count::{Slice, count},
 };
 
 /// Ingress: every frame the interface receives, before the stack sees it.
@@ -29,7 +30,16 @@ pub fn portmon_xdp(ctx: XdpContext) -> u32 {
     let packet = XdpPacket::new(&ctx);
     let frame_len = XdpPacket::opaque_len(&ctx);
     let parsed = parse(&packet, frame_len);
-    count(&ctx, Direction::Ingress, &parsed, frame_len as u64, 1);
+    let slice = Slice::this_cpu();
+    count(
+        &ctx,
+        slice,
+        Direction::Ingress,
+        &parsed,
+        frame_len as u64,
+        1,
+    );
+    payload::count(&ctx, &packet, slice, Direction::Ingress, &parsed);
     XDP_PASS
 }
 
@@ -55,7 +65,11 @@ fn count_skb(ctx: &TcContext, direction: Direction) {
     // A GSO super-packet leaves as `gso_segs` wire packets, each repeating the headers.
     let segments = u64::from(packet.gso_segs().max(1));
     let wire_bytes = count::wire_bytes(&parsed, frame_len as u64, segments);
-    count(ctx, direction, &parsed, wire_bytes, segments);
+    let slice = Slice::this_cpu();
+    count(ctx, slice, direction, &parsed, wire_bytes, segments);
+    // Once per skb, not per segment: only the first segment starts with the payload's
+    // first bytes.
+    payload::count(ctx, &packet, slice, direction, &parsed);
 }
 
 #[cfg(not(test))]

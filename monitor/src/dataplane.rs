@@ -8,12 +8,13 @@ use aya::{
 };
 use log::{info, warn};
 use monitor_common::layout::{
-    self, COUNTERS_MAP, DEFAULT_MAX_SLICES, GLOBAL_DEBUG, GLOBAL_SHARED_SLICES, GLOBAL_SLICE_COUNT,
-    PINNED_MAPS, SlicePlan,
+    self, COUNTERS_MAP, DEFAULT_MAX_SLICES, GLOBAL_DEBUG, GLOBAL_PAYLOAD, GLOBAL_SHARED_SLICES,
+    GLOBAL_SLICE_COUNT, PAYLOAD_MAP, PINNED_MAPS, SlicePlan,
 };
 
 use crate::{
     counters::{CounterMap, CounterMapError},
+    payload_map::{PayloadMapError, PayloadTracker},
     pin::PinDir,
 };
 
@@ -39,6 +40,8 @@ pub struct LoadOptions {
     pub debug: bool,
     /// Override of the number of possible CPUs, for memory benchmarks; `None` reads sysfs.
     pub possible_cpus: Option<u32>,
+    /// Payload classification of tracked ports; `false` removes it from the programs.
+    pub payload: bool,
 }
 
 impl LoadOptions {
@@ -66,6 +69,7 @@ impl Default for LoadOptions {
             max_slices: DEFAULT_MAX_SLICES,
             debug: false,
             possible_cpus: None,
+            payload: true,
         }
     }
 }
@@ -98,6 +102,9 @@ pub enum LoadError {
     /// The counter map is missing or could not be mapped.
     #[error(transparent)]
     Counters(#[from] CounterMapError),
+    /// A payload map is missing or could not be mapped.
+    #[error(transparent)]
+    Payload(#[from] PayloadMapError),
 }
 
 /// The loaded (not yet attached) kernel programs and their counter map.
@@ -136,12 +143,15 @@ impl DataPlane {
         let plan = options.plan()?;
         let shared = u32::from(plan.shared);
         let debug = u32::from(options.debug);
+        let payload = u32::from(options.payload);
         let mut loader = EbpfLoader::new();
         loader
             .map_max_entries(COUNTERS_MAP, plan.map_entries())
+            .map_max_entries(PAYLOAD_MAP, plan.payload_map_entries())
             .override_global(GLOBAL_SLICE_COUNT, &plan.slices, true)
             .override_global(GLOBAL_SHARED_SLICES, &shared, true)
-            .override_global(GLOBAL_DEBUG, &debug, true);
+            .override_global(GLOBAL_DEBUG, &debug, true)
+            .override_global(GLOBAL_PAYLOAD, &payload, true);
         if let Some(pins) = pins {
             for &name in PINNED_MAPS {
                 loader.map_pin_path(name, pins.map_path(name));
@@ -242,6 +252,17 @@ impl DataPlane {
     /// Keeps `link` (a pinned link this process attached) open as long as the data plane.
     pub fn hold_link(&mut self, link: FdLink) {
         self.links.push(link);
+    }
+
+    /// Maps the payload maps, to choose the tracked ports and read their counts.
+    ///
+    /// Both maps are mapped once here: writing a slot and reading the counts later need no
+    /// `bpf()` call, so they keep working after the daemon drops its capabilities.
+    ///
+    /// # Errors
+    /// When a map is missing, has another layout, or `mmap` fails.
+    pub fn payload_tracker(&self) -> Result<PayloadTracker, LoadError> {
+        Ok(PayloadTracker::new(&self.ebpf, self.plan)?)
     }
 
     /// The underlying object, for tests and benchmarks that run programs directly.

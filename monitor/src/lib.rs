@@ -15,6 +15,7 @@ pub mod dataplane;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod payload_map;
 pub mod pin;
 pub mod ports;
 pub mod snapshot;

@@ -1040,15 +1040,29 @@ pub struct Case {
     pub expected: Parsed,
 }
 
-/// A port verdict, for the table.
+/// A port verdict without payload, for the table.
 #[must_use]
 pub fn port(l4: L4, port: u16, syn: bool, payload_offset: usize) -> Parsed {
+    port_payload(l4, port, syn, payload_offset, 0)
+}
+
+/// A port verdict with `payload_len` bytes of L4 payload, for the table.
+#[must_use]
+pub fn port_payload(
+    l4: L4,
+    port: u16,
+    syn: bool,
+    payload_offset: usize,
+    payload_len: usize,
+) -> Parsed {
     Parsed::Port {
         l4,
         port,
         syn,
-        // Table offsets are a few hundred bytes; a wrong one fails the row anyway.
+        // Table offsets and lengths are a few hundred bytes at most; a wrong one fails the
+        // row anyway.
         payload_offset: u16::try_from(payload_offset).unwrap_or(u16::MAX),
+        payload_len: u16::try_from(payload_len).unwrap_or(u16::MAX),
     }
 }
 
@@ -1145,7 +1159,7 @@ pub fn cases() -> Vec<Case> {
         case(
             "ipv4 tcp ack with payload",
             &v4_tcp(Tcp::new(22).flags(TCP_ACK | TCP_PSH)).payload(b"SSH-2.0-x\r\n"),
-            port(L4::Tcp, 22, false, tcp_ports(V4_L4)),
+            port_payload(L4::Tcp, 22, false, tcp_ports(V4_L4), 11),
         ),
         case(
             "ipv4 tcp fin and rst are not syns",
@@ -1174,7 +1188,7 @@ pub fn cases() -> Vec<Case> {
         case(
             "ipv4 udp",
             &v4_udp(Udp::new(53)).payload(b"query"),
-            port(L4::Udp, 53, false, udp_ports(V4_L4)),
+            port_payload(L4::Udp, 53, false, udp_ports(V4_L4), 5),
         ),
         case(
             "ipv4 udp without payload (length 8)",
@@ -1184,7 +1198,7 @@ pub fn cases() -> Vec<Case> {
         case(
             "ipv4 udp length shorter than the ip payload is accepted",
             &v4_udp(Udp::new(514).len(10)).payload(b"0123456789"),
-            port(L4::Udp, 514, false, udp_ports(V4_L4)),
+            port_payload(L4::Udp, 514, false, udp_ports(V4_L4), 2),
         ),
         case(
             "ethernet padding after a short ipv4 tcp packet is ignored",
@@ -1194,7 +1208,7 @@ pub fn cases() -> Vec<Case> {
         case(
             "ethernet padding after a short ipv4 udp packet is ignored",
             &v4_udp(Udp::new(161)).payload(b"x").pad_to(60),
-            port(L4::Udp, 161, false, udp_ports(V4_L4)),
+            port_payload(L4::Udp, 161, false, udp_ports(V4_L4), 1),
         ),
         case(
             "ethernet padding after a short ipv6 udp packet is ignored",
@@ -1340,7 +1354,7 @@ pub fn cases() -> Vec<Case> {
                 .ipv4(Ipv4::new().fragment(0, true))
                 .tcp(Tcp::new(443).flags(TCP_SYN))
                 .payload(&[0xab; 16]),
-            port(L4::Tcp, 443, true, tcp_ports(V4_L4)),
+            port_payload(L4::Tcp, 443, true, tcp_ports(V4_L4), 16),
         ),
         case(
             "ipv4 first fragment udp longer than the fragment is counted by port",
@@ -1348,7 +1362,15 @@ pub fn cases() -> Vec<Case> {
                 .ipv4(Ipv4::new().fragment(0, true))
                 .udp(Udp::new(4500).len(3000))
                 .payload(&[0xab; 32]),
-            port(L4::Udp, 4500, false, udp_ports(V4_L4)),
+            port_payload(L4::Udp, 4500, false, udp_ports(V4_L4), 32),
+        ),
+        case(
+            "ipv4 first fragment udp shorter than the fragment: payload ends with the ip packet",
+            &Frame::new()
+                .ipv4(Ipv4::new().fragment(0, true))
+                .udp(Udp::new(4500).len(10))
+                .payload(&[0xab; 20]),
+            port_payload(L4::Udp, 4500, false, udp_ports(V4_L4), 20),
         ),
         case(
             "ipv4 first fragment too short for the tcp header is malformed",
@@ -1398,7 +1420,7 @@ pub fn cases() -> Vec<Case> {
                 .ipv6(Ipv6::new())
                 .udp(Udp::new(53))
                 .payload(b"q"),
-            port(L4::Udp, 53, false, udp_ports(V6_L4)),
+            port_payload(L4::Udp, 53, false, udp_ports(V6_L4), 1),
         ),
         case(
             "ipv6 hop-by-hop",
@@ -1506,7 +1528,7 @@ pub fn cases() -> Vec<Case> {
                 .ipv6(Ipv6::new().ext(Ext::fragment(0, true)))
                 .udp(Udp::new(53).len(2000))
                 .payload(&[0; 16]),
-            port(L4::Udp, 53, false, udp_ports(V6_L4 + 8)),
+            port_payload(L4::Udp, 53, false, udp_ports(V6_L4 + 8), 16),
         ),
         case(
             "ipv6 atomic fragment (offset 0, no m) tcp",
@@ -1523,7 +1545,7 @@ pub fn cases() -> Vec<Case> {
                 )
                 .udp(Udp::new(53).len(3000))
                 .payload(&[0; 16]),
-            port(L4::Udp, 53, false, udp_ports(V6_L4 + 16)),
+            port_payload(L4::Udp, 53, false, udp_ports(V6_L4 + 16), 16),
         ),
         case(
             "ipv6 two fragment headers, m set on the second, is a first fragment",
@@ -1535,7 +1557,7 @@ pub fn cases() -> Vec<Case> {
                 )
                 .udp(Udp::new(53).len(3000))
                 .payload(&[0; 16]),
-            port(L4::Udp, 53, false, udp_ports(V6_L4 + 16)),
+            port_payload(L4::Udp, 53, false, udp_ports(V6_L4 + 16), 16),
         ),
         case(
             "ipv6 fragment header non-zero offset",

@@ -37,12 +37,14 @@ use aya::{
 use monitor_common::{
     layout::{Counter, Direction, IP_PROTOCOLS, L4, PORTS, Reason},
     parse::Parsed,
+    payload::PayloadKind,
 };
 use portmon::{
     counters::{CounterMap, Totals},
     dataplane::{
         DataPlane, LoadError, LoadOptions, TC_EGRESS_PROGRAM, TC_INGRESS_PROGRAM, XDP_PROGRAM,
     },
+    payload_map::{PayloadMapError, PayloadTotals, PayloadTracker, PortKey, Tracking},
 };
 
 /// `XDP_PASS` from `include/uapi/linux/bpf.h`.
@@ -141,6 +143,9 @@ pub enum CounterKey {
 /// Every counter that changed, with how much (wrapping difference per field).
 pub type Delta = BTreeMap<CounterKey, Counter>;
 
+/// Every payload count that changed, by tracked port and kind, with how much.
+pub type PayloadDelta = BTreeMap<(PortKey, PayloadKind), u64>;
+
 /// Why a test run could not be made.
 #[derive(Debug)]
 pub enum TestRunError {
@@ -221,6 +226,9 @@ pub struct Runner {
     counters: CounterMap,
     last: Totals,
     scratch: Totals,
+    payload: PayloadTracker,
+    payload_last: PayloadTotals,
+    payload_scratch: PayloadTotals,
 }
 
 impl Runner {
@@ -229,15 +237,67 @@ impl Runner {
     /// # Errors
     /// When loading fails.
     pub fn new() -> Result<Self, TestRunError> {
-        let data_plane = DataPlane::load(LoadOptions::default()).map_err(TestRunError::Load)?;
+        Self::with_options(LoadOptions::default())
+    }
+
+    /// Loads the data plane with `options` (needs root).
+    ///
+    /// # Errors
+    /// When loading fails.
+    pub fn with_options(options: LoadOptions) -> Result<Self, TestRunError> {
+        let data_plane = DataPlane::load(options).map_err(TestRunError::Load)?;
         let counters = data_plane.counters().map_err(TestRunError::Load)?;
+        let payload = data_plane.payload_tracker().map_err(TestRunError::Load)?;
         let last = counters.read();
+        let payload_last = payload.read();
         Ok(Self {
             data_plane,
             counters,
             last,
             scratch: Totals::default(),
+            payload,
+            payload_last,
+            payload_scratch: PayloadTotals::default(),
         })
+    }
+
+    /// Starts classifying the payloads of `port` (of `l4`, in `direction`).
+    ///
+    /// # Errors
+    /// As [`PayloadTracker::track`].
+    pub fn track(
+        &mut self,
+        direction: Direction,
+        l4: L4,
+        port: u16,
+    ) -> Result<Tracking, PayloadMapError> {
+        self.payload.track(direction, l4, port)
+    }
+
+    /// The payload tracker, for tests of tracking itself.
+    pub fn payload_tracker(&mut self) -> &mut PayloadTracker {
+        &mut self.payload
+    }
+
+    /// Every payload count change since the last call (or load), and a new snapshot.
+    pub fn payload_delta(&mut self) -> PayloadDelta {
+        self.payload.read_into(&mut self.payload_scratch);
+        let mut delta = PayloadDelta::new();
+        for (key, after) in self.payload_scratch.iter() {
+            let (direction, l4, port) = key;
+            let before = self
+                .payload_last
+                .get(direction, l4, port)
+                .unwrap_or_default();
+            for (kind, (&after, &before)) in PayloadKind::ALL.iter().zip(after.iter().zip(&before))
+            {
+                if after != before {
+                    delta.insert((key, *kind), after.wrapping_sub(before));
+                }
+            }
+        }
+        std::mem::swap(&mut self.payload_last, &mut self.payload_scratch);
+        delta
     }
 
     /// Runs `frame` once through `hook` and returns every counter change it caused.
@@ -442,6 +502,19 @@ pub fn add_expected(delta: &mut Delta, direction: Direction, parsed: &Parsed, fr
             }
         }
     }
+}
+
+/// A payload delta as one line per count, for failure messages.
+#[must_use]
+pub fn describe_payload(delta: &PayloadDelta) -> String {
+    if delta.is_empty() {
+        return "no payload counted".to_owned();
+    }
+    delta
+        .iter()
+        .map(|((key, kind), count)| format!("{key:?} {}: {count}", kind.as_str()))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// A delta as one line per counter, for failure messages.

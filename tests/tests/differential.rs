@@ -253,6 +253,7 @@ fn transport(frame: &[u8], protocol: IpNumber, l4: &[u8], more_fragments: bool) 
         port,
         syn,
         payload_offset: u16::try_from(offset_in(frame, payload)).unwrap_or(u16::MAX),
+        payload_len: u16::try_from(payload.len()).unwrap_or(u16::MAX),
     };
     if protocol == IpNumber::TCP {
         return match TcpSlice::from_slice(l4) {

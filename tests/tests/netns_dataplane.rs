@@ -314,6 +314,7 @@ fn add_captured(delta: &mut Delta, captured: &Captured) {
                 port,
                 syn,
                 payload_offset,
+                ..
             },
         ) if gso.size > 0 => {
             // A super-packet: the wire carries one frame per `gso.size` bytes of payload,
@@ -675,7 +676,7 @@ struct Crafted {
 /// drops them unseen after the hooks), with the peer's and host's own addresses.
 #[expect(clippy::too_many_lines, reason = "one table, one row per shape")]
 fn crafted_table(topo: &Topology) -> Vec<Crafted> {
-    use portmon_tests::frames::port as port_verdict;
+    use portmon_tests::frames::{port as port_verdict, port_payload};
     let (src4, dst4) = (topo.peer_v4().octets(), topo.host_v4().octets());
     let (src6, dst6) = (
         topo.peer_v6().expect("a dual-stack topology").octets(),
@@ -707,7 +708,7 @@ fn crafted_table(topo: &Topology) -> Vec<Crafted> {
                 .vlan(TPID_VLAN, 20)
                 .udp(Udp::new(1002))
                 .payload(b"qinq"),
-            port_verdict(L4::Udp, 1002, false, v4_l4 + 8 + 8),
+            port_payload(L4::Udp, 1002, false, v4_l4 + 8 + 8, 4),
             2,
         ),
         row(
@@ -749,7 +750,7 @@ fn crafted_table(topo: &Topology) -> Vec<Crafted> {
             v6(Ipv6::new().ext(Ext::fragment(0, true)))
                 .udp(Udp::new(1007))
                 .payload(&[0; 16]),
-            port_verdict(L4::Udp, 1007, false, v6_l4 + 8 + 8),
+            port_payload(L4::Udp, 1007, false, v6_l4 + 8 + 8, 16),
             1,
         ),
         row(
@@ -772,7 +773,7 @@ fn crafted_table(topo: &Topology) -> Vec<Crafted> {
                 .ipv4(Ipv4::new().addrs(src4, dst4).fragment(0, true))
                 .udp(Udp::new(1010).len(200))
                 .payload(&[0; 24]),
-            port_verdict(L4::Udp, 1010, false, v4_l4 + 8),
+            port_payload(L4::Udp, 1010, false, v4_l4 + 8, 24),
             1,
         ),
         row(

@@ -28,7 +28,8 @@ fn tcp_syn_is_counted_under_its_destination_port() {
             l4: L4::Tcp,
             port: 443,
             syn: true,
-            payload_offset: 54
+            payload_offset: 54,
+            payload_len: 0,
         }
     );
 }
@@ -42,7 +43,8 @@ fn syn_ack_is_not_a_syn() {
             l4: L4::Tcp,
             port: 443,
             syn: false,
-            payload_offset: 54
+            payload_offset: 54,
+            payload_len: 0,
         }
     );
 }
@@ -70,7 +72,8 @@ fn trailing_ethernet_padding_is_ignored() {
             l4: L4::Tcp,
             port: 22,
             syn: false,
-            payload_offset: 54
+            payload_offset: 54,
+            payload_len: 0,
         }
     );
 }
@@ -109,6 +112,14 @@ fn fast_path_agrees_with_the_general_walk() {
         (
             "udp length 27 first fragment",
             &[(23, 17), (39, 27), (20, 0x20)],
+        ),
+        (
+            "udp length 12 first fragment, ip total 66",
+            &[(23, 17), (39, 12), (20, 0x20), (17, 66)],
+        ),
+        (
+            "udp length 12, ip total 66",
+            &[(23, 17), (39, 12), (17, 66)],
         ),
         ("udp ip total 27", &[(23, 17), (39, 8), (17, 27)]),
         ("udp ip total 28", &[(23, 17), (39, 8), (17, 28)]),

@@ -361,6 +361,7 @@ async fn serve(
             max_slices: settings.max_slices,
             debug: settings.debug_kernel,
             possible_cpus: None,
+            payload: true,
         },
         pin_root,
     };

@@ -112,12 +112,13 @@ fn v6_with_extensions(port: u16) -> Vec<u8> {
     frame
 }
 
-fn port(l4: L4, port: u16, syn: bool, payload_offset: u16) -> Parsed {
+fn port(l4: L4, port: u16, syn: bool, payload_offset: u16, payload_len: u16) -> Parsed {
     Parsed::Port {
         l4,
         port,
         syn,
         payload_offset,
+        payload_len,
     }
 }
 
@@ -141,27 +142,27 @@ pub fn mix() -> Vec<MixFrame> {
         MixFrame {
             name: "tcp syn",
             bytes: v4(&tcp(443, TCP_SYN), PROTO_TCP, None),
-            expected: port(L4::Tcp, 443, true, 54),
+            expected: port(L4::Tcp, 443, true, 54, 0),
         },
         MixFrame {
             name: "tcp ack",
             bytes: v4(&tcp(22, TCP_ACK), PROTO_TCP, None),
-            expected: port(L4::Tcp, 22, false, 54),
+            expected: port(L4::Tcp, 22, false, 54, 0),
         },
         MixFrame {
             name: "udp",
             bytes: v4(&udp(53, &[0; 32]), PROTO_UDP, None),
-            expected: port(L4::Udp, 53, false, 42),
+            expected: port(L4::Udp, 53, false, 42, 32),
         },
         MixFrame {
             name: "ipv6 + extension headers",
             bytes: v6_with_extensions(8443),
-            expected: port(L4::Tcp, 8443, false, 14 + 40 + 16 + 20),
+            expected: port(L4::Tcp, 8443, false, 14 + 40 + 16 + 20, 0),
         },
         MixFrame {
             name: "vlan udp",
             bytes: v4(&udp(123, &[0; 48]), PROTO_UDP, Some(100)),
-            expected: port(L4::Udp, 123, false, 46),
+            expected: port(L4::Udp, 123, false, 46, 48),
         },
         MixFrame {
             name: "non-ip (arp)",
@@ -250,7 +251,7 @@ mod tests {
         );
         assert_eq!(
             parse(frame.as_slice(), frame.len()),
-            port(L4::Udp, 9, false, 42)
+            port(L4::Udp, 9, false, 42, 18)
         );
     }
 }
