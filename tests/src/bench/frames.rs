@@ -20,6 +20,7 @@ const PROTO_HOPOPTS: u8 = 0;
 const PROTO_DSTOPTS: u8 = 60;
 const TCP_SYN: u8 = 0x02;
 const TCP_ACK: u8 = 0x10;
+const TCP_PSH: u8 = 0x08;
 
 /// One frame of the mix, with the verdict the shared parser must reach on it.
 #[derive(Clone, Debug)]
@@ -177,6 +178,123 @@ pub fn mix() -> Vec<MixFrame> {
     ]
 }
 
+/// A TCP segment to `port` carrying `payload`, in IPv4.
+fn tcp_payload(dst_port: u16, payload: &[u8]) -> Vec<u8> {
+    let mut l4 = tcp(dst_port, TCP_ACK | TCP_PSH);
+    l4.extend_from_slice(payload);
+    v4(&l4, PROTO_TCP, None)
+}
+
+/// A TCP verdict with `payload` bytes after a 54-byte header stack.
+fn tcp_verdict(dst_port: u16, payload: &[u8]) -> Parsed {
+    port(
+        L4::Tcp,
+        dst_port,
+        false,
+        54,
+        u16::try_from(payload.len()).unwrap_or(u16::MAX),
+    )
+}
+
+/// The payload benchmark's mix: payload-carrying packets to tracked ports, one of every
+/// signature and one that matches none (an encrypted segment mid-stream), with
+/// [`PAYLOAD_MIX_PORTS`] tracked.
+#[must_use]
+pub fn payload_mix() -> Vec<MixFrame> {
+    const TLS: &[u8] = &[
+        0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03, 0x5a, 0x5a, 0x5a, 0x5a,
+        0x5a, 0x5a, 0x5a, 0x5a, 0x5a,
+    ];
+    const HTTP: &[u8] = b"GET /index.html HTTP/1.1\r\nHost: example\r\n\r\n";
+    const SSH: &[u8] = b"SSH-2.0-OpenSSH_9.6\r\n";
+    const SMTP: &[u8] = b"220 mail.example ESMTP\r\n";
+    const IMAP: &[u8] = b"a1 LOGIN user secret\r\n";
+    // SNMP v2c GetRequest for sysDescr.0, community "public".
+    const SNMP: &[u8] = &[
+        0x30, 0x29, 0x02, 0x01, 0x01, 0x04, 0x06, b'p', b'u', b'b', b'l', b'i', b'c', 0xa0, 0x1c,
+        0x02, 0x04, 0x12, 0x34, 0x56, 0x78, 0x02, 0x01, 0x00, 0x02, 0x01, 0x00, 0x30, 0x0e, 0x30,
+        0x0c, 0x06, 0x08, 0x2b, 0x06, 0x01, 0x02, 0x01, 0x01, 0x01, 0x00, 0x05, 0x00,
+    ];
+    let encrypted = [0xa7u8; 512];
+    vec![
+        MixFrame {
+            name: "tls client hello",
+            bytes: tcp_payload(443, TLS),
+            expected: tcp_verdict(443, TLS),
+        },
+        MixFrame {
+            name: "http request",
+            bytes: tcp_payload(80, HTTP),
+            expected: tcp_verdict(80, HTTP),
+        },
+        MixFrame {
+            name: "ssh banner",
+            bytes: tcp_payload(22, SSH),
+            expected: tcp_verdict(22, SSH),
+        },
+        MixFrame {
+            name: "smtp greeting",
+            bytes: tcp_payload(25, SMTP),
+            expected: tcp_verdict(25, SMTP),
+        },
+        MixFrame {
+            name: "imap tagged login",
+            bytes: tcp_payload(143, IMAP),
+            expected: tcp_verdict(143, IMAP),
+        },
+        MixFrame {
+            name: "snmp v2c",
+            bytes: v4(&udp(161, SNMP), PROTO_UDP, None),
+            expected: port(
+                L4::Udp,
+                161,
+                false,
+                42,
+                u16::try_from(SNMP.len()).unwrap_or(u16::MAX),
+            ),
+        },
+        MixFrame {
+            name: "encrypted segment (no signature)",
+            bytes: tcp_payload(443, &encrypted),
+            expected: tcp_verdict(443, &encrypted),
+        },
+    ]
+}
+
+/// The ports [`payload_mix`] sends to, tracked (ingress) in the payload benchmark.
+pub const PAYLOAD_MIX_PORTS: [(L4, u16); 6] = [
+    (L4::Tcp, 443),
+    (L4::Tcp, 80),
+    (L4::Tcp, 22),
+    (L4::Tcp, 25),
+    (L4::Tcp, 143),
+    (L4::Udp, 161),
+];
+
+/// The no-payload mix: packets without L4 payload (and ones with no port at all), sent to
+/// the tracked ports of [`PAYLOAD_MIX_PORTS`], for what the payload path costs them.
+#[must_use]
+pub fn no_payload_mix() -> Vec<MixFrame> {
+    let mut frames: Vec<MixFrame> = mix()
+        .into_iter()
+        .filter(|frame| match frame.expected {
+            Parsed::Port { payload_len, .. } => payload_len == 0,
+            Parsed::Unparsed { .. } => true,
+        })
+        .collect();
+    frames.push(MixFrame {
+        name: "tcp ack to a tracked port",
+        bytes: v4(&tcp(443, TCP_ACK), PROTO_TCP, None),
+        expected: port(L4::Tcp, 443, false, 54, 0),
+    });
+    frames.push(MixFrame {
+        name: "empty udp to a tracked port",
+        bytes: v4(&udp(161, &[]), PROTO_UDP, None),
+        expected: port(L4::Udp, 161, false, 42, 0),
+    });
+    frames
+}
+
 /// Checks every frame of the mix against the shared parser, so a figure never silently
 /// measures a different path than its name says.
 ///
@@ -230,6 +348,50 @@ mod tests {
         if let Err(error) = check_mix(&frames) {
             panic!("{error}");
         }
+    }
+
+    #[test]
+    fn the_payload_mixes_parse_as_named_and_classify_as_their_names_say() {
+        use monitor_common::payload::{PayloadKind, reference};
+        let payload = payload_mix();
+        let no_payload = no_payload_mix();
+        for (name, frames) in [("payload", &payload), ("no-payload", &no_payload)] {
+            if let Err(error) = check_mix(frames) {
+                panic!("{name} mix: {error}");
+            }
+        }
+        let kinds: Vec<PayloadKind> = payload
+            .iter()
+            .map(|frame| match frame.expected {
+                Parsed::Port {
+                    payload_offset,
+                    payload_len,
+                    ..
+                } => {
+                    let start = usize::from(payload_offset);
+                    reference::classify(&frame.bytes[start..start + usize::from(payload_len)])
+                }
+                Parsed::Unparsed { .. } => PayloadKind::Empty,
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                PayloadKind::Tls,
+                PayloadKind::Http,
+                PayloadKind::Ssh,
+                PayloadKind::MailOrLogin,
+                PayloadKind::MailOrLogin,
+                PayloadKind::SnmpV2c,
+                PayloadKind::Other,
+            ],
+            "the payload mix's frames, in order"
+        );
+        assert!(
+            no_payload.len() >= 6,
+            "expected at least 6 frames without payload, got {}",
+            no_payload.len()
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use portmon::{
 use super::{
     contention,
     cost::{self, Contestant, Cost},
-    floods, frames, memory,
+    floods, frames, memory, payload,
     programs::{BenchObject, Layout},
     report::{Figure, Target, median},
     veth::VethPair,
@@ -65,6 +65,7 @@ struct Run {
     contention_shared: f64,
     live: Option<floods::LiveRun>,
     per_frame: Vec<Vec<f64>>,
+    payload: Option<payload::Run>,
 }
 
 /// Everything loaded once for all runs.
@@ -73,6 +74,7 @@ struct Loaded {
     portmon: DataPlane,
     capped: DataPlane,
     shared: DataPlane,
+    payload: payload::Planes,
 }
 
 /// Runs the benchmark and returns its figures, in table order.
@@ -86,11 +88,16 @@ pub fn run(settings: &Settings) -> anyhow::Result<Vec<Figure>> {
     }
     let mix = frames::mix();
     frames::check_mix(&mix).map_err(anyhow::Error::msg)?;
+    let payload_mix = frames::payload_mix();
+    frames::check_mix(&payload_mix).map_err(anyhow::Error::msg)?;
+    let no_payload_mix = frames::no_payload_mix();
+    frames::check_mix(&no_payload_mix).map_err(anyhow::Error::msg)?;
     let mut loaded = Loaded {
         bench: BenchObject::load()?,
         portmon: Layout::Default.load()?,
         capped: Layout::Capped256.load()?,
         shared: Layout::SharedOneSlice.load()?,
+        payload: payload::Planes::load()?,
     };
     let pair = if settings.skip_live {
         None
@@ -102,6 +109,14 @@ pub fn run(settings: &Settings) -> anyhow::Result<Vec<Figure>> {
         let started = Instant::now();
         let mut run = Run::default();
         measure_cost(&mut loaded, &mix, settings, index, &mut run)?;
+        run.payload = Some(payload::measure(
+            &mut loaded.payload,
+            &payload_mix,
+            &no_payload_mix,
+            &mix,
+            settings.cost_repeat,
+            index,
+        )?);
         measure_contention(&mut loaded, settings, index, &mut run)?;
         if let Some(pair) = &pair {
             run.live = Some(floods::measure(
@@ -126,6 +141,8 @@ pub fn run(settings: &Settings) -> anyhow::Result<Vec<Figure>> {
         print_per_frame(&mix, &runs);
     }
     let mut figures = cost_figures(&runs);
+    let payload_runs: Vec<payload::Run> = runs.iter().filter_map(|run| run.payload).collect();
+    figures.extend(payload::figures(&payload_runs));
     figures.extend(contention_figures(&runs));
     let lives: Vec<floods::LiveRun> = runs.iter().filter_map(|run| run.live.clone()).collect();
     let portmon_overhead = figures

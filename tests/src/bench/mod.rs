@@ -7,6 +7,7 @@
 //! * [`floods`]: a live-frames flood ([`live`]) through a veth ([`veth`]) into the attached
 //!   XDP program, and the same flood counted by a user-space AF_PACKET ring ([`afpacket`]).
 //! * [`memory`]: kernel memory of the maps at 2, 64 and 256 possible CPUs.
+//! * [`payload`]: what payload classification adds, for packets with and without payload.
 //!
 //! Every figure is a median over runs; ratios are taken within one run, against the
 //! baseline measured in that run, so that drift on a shared machine cancels out.
@@ -26,6 +27,8 @@ pub mod frames;
 pub mod kernel;
 pub mod live;
 pub mod memory;
+#[cfg(feature = "bench")]
+pub mod payload;
 #[cfg(feature = "bench")]
 pub mod programs;
 pub mod report;
