@@ -1,7 +1,7 @@
 //! `cargo xtask demo` end to end, non-interactively (`--no-top`): the built xtask binary runs
 //! the demo with the test's portmon binary; the last scrape it writes must show the traffic
 //! mix counted (HTTPS, SSH, DNS, HTTP, telnet, the scan) and the telnet alert firing, and
-//! afterwards nothing it created may remain: namespace, veth, processes, work directory.
+//! afterwards nothing it created may remain: namespace, veth, processes, work directory, pins.
 //! The same cleanup is checked after Ctrl-C (SIGINT) mid-run and after an error.
 
 #![expect(clippy::expect_used, reason = "tests panic with what they expected")]
@@ -131,6 +131,13 @@ impl Created {
             !Path::new(&self.workdir).exists(),
             "expected work directory {} removed",
             self.workdir
+        );
+        let pins = Path::new("/sys/fs/bpf/portmon").join(&self.host_if);
+        assert!(
+            !pins.exists(),
+            "expected nothing pinned for {} in bpffs, got {}",
+            self.host_if,
+            pins.display()
         );
         let marks = [&self.host_if, &self.host_addr, &self.workdir];
         let left: Vec<String> = fs::read_dir("/proc")

@@ -203,7 +203,7 @@ impl<'a> View<'a> {
             join(
                 by_security
                     .iter()
-                    .map(|(security, bytes)| format!("{security} {bytes} B"))
+                    .map(|(security, bytes)| format!("{security} {:.1} KiB", bytes / 1024.0))
             )
         );
 
@@ -300,6 +300,28 @@ portmon_plaintext_alerts_total 1
             line,
             "[   3s] ingress packets: telnet 23=50 | SYNs 10 | ALERT 23/tcp telnet ingress (must_be_zero)"
         );
+    }
+
+    #[test]
+    fn highlights_give_each_query_its_value() {
+        let samples = parse(EXPOSITION);
+        let text = View::new(&samples, "pmdh1").highlights();
+        let cases = [
+            ("no bytes series: every class is absent", "(none)"),
+            (
+                "busiest port first",
+                "23 telnet (plaintext) 50 · 53 domain (plaintext) 12",
+            ),
+            ("SYN total of the interface", "      10\n"),
+            ("the alert firing", "23/tcp telnet ingress (must_be_zero)"),
+            ("alerts fired", "portmon_plaintext_alerts_total\n      1"),
+        ];
+        for (name, expected) in cases {
+            assert!(
+                text.contains(expected),
+                "{name}: expected {expected:?} in:\n{text}"
+            );
+        }
     }
 
     #[test]
