@@ -14,9 +14,11 @@ mod dns;
 mod metrics;
 mod process;
 mod sandbox;
+mod scan;
 mod servers;
 mod stop;
 mod traffic;
+mod view;
 
 use std::{
     fs,
@@ -41,8 +43,6 @@ use crate::{bench, command, setup};
 const PREFERRED_PORT: u16 = 9797;
 /// How long portmon may take to answer `/healthz`.
 const START_LIMIT: Duration = Duration::from_mins(1);
-/// How often the summary line is printed when `portmon top` is not shown.
-const SUMMARY_EVERY: Duration = Duration::from_secs(5);
 /// portmon's read interval in the demo, and how long the last read may lag the traffic.
 const READ_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -144,10 +144,10 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     );
     print_where(listen, sandbox.host_if(), options.duration);
 
-    let shown = if !options.no_top && std::io::stdout().is_terminal() && has_top(&portmon) {
-        show_top(&portmon, listen, &stop, &mut daemon)
+    let shown = if !options.no_top && std::io::stdout().is_terminal() && view::has_top(&portmon) {
+        view::top(&portmon, listen, &stop, &mut daemon)
     } else {
-        show_summaries(
+        view::summaries(
             listen,
             sandbox.host_if(),
             servers.running(),
@@ -221,70 +221,6 @@ fn print_where(listen: SocketAddr, iface: &str, duration: Duration) {
          \x20   sum(rate(portmon_tcp_syn_total{{interface=\"{iface}\",port=\"other\"}}[1m]))   # the port scan\n",
         secs = duration.as_secs()
     );
-}
-
-/// Whether this portmon has the `top` subcommand.
-fn has_top(portmon: &Path) -> bool {
-    command::succeeds(Command::new(portmon).args(["top", "--help"]))
-}
-
-/// Runs `portmon top` in the foreground until it quits or the demo stops.
-fn show_top(
-    portmon: &Path,
-    listen: SocketAddr,
-    stop: &Stop,
-    daemon: &mut Portmon,
-) -> anyhow::Result<()> {
-    println!("demo: starting the live view, portmon top (q quits it and ends the demo)");
-    stop.sleep(Duration::from_secs(3));
-    // Declared before `top`, so dropped after it: the terminal is reset once top is gone.
-    let _view = console::LiveView::start();
-    // Not in a process group of its own: it owns the terminal.
-    let mut top = ChildGuard::spawn(
-        "portmon top",
-        Command::new(portmon).args(["top", "--url", &format!("http://{listen}")]),
-    )?;
-    let result = loop {
-        if let Err(error) = daemon.check_alive() {
-            break Err(error);
-        }
-        if let Some(status) = top.try_wait()? {
-            console::say(format!(
-                "demo: portmon top exited ({status}); ending the demo"
-            ));
-            break Ok(());
-        }
-        if !stop.sleep(Duration::from_millis(100)) {
-            break Ok(());
-        }
-    };
-    top.stop()?;
-    result
-}
-
-/// Prints a summary line every few seconds until the demo stops.
-fn show_summaries(
-    listen: SocketAddr,
-    iface: &str,
-    services: &[servers::Service],
-    stop: &Stop,
-    daemon: &mut Portmon,
-) -> anyhow::Result<()> {
-    let started = Instant::now();
-    while stop.sleep(SUMMARY_EVERY) {
-        daemon.check_alive()?;
-        match metrics::get(listen, "/metrics") {
-            Ok(text) => {
-                let samples = metrics::parse(&text);
-                println!(
-                    "{}",
-                    metrics::View::new(&samples, iface).summary(started.elapsed(), services)
-                );
-            }
-            Err(error) => eprintln!("demo: scraping portmon: {error:#}"),
-        }
-    }
-    Ok(())
 }
 
 /// The final scrape: highlights printed, and the exposition written to `out` if asked.

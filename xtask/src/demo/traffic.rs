@@ -24,7 +24,7 @@ use anyhow::{Context as _, bail};
 use super::{
     console::say,
     process::ChildGuard,
-    sandbox,
+    sandbox, scan,
     servers::{IO_TIMEOUT, SSH_BANNER, Service, TELNET_LOGIN},
     stop::Stop,
 };
@@ -34,10 +34,6 @@ const TLS_LIMIT: Duration = Duration::from_secs(5);
 /// Sessions in one telnet burst, and the pause between them.
 const TELNET_SESSIONS: u32 = 25;
 const TELNET_GAP: Duration = Duration::from_millis(100);
-/// The scan: ports, packet rate and how long nmap may run.
-const SCAN_PORTS: &str = "1-1024";
-const SCAN_RATE: &str = "300";
-const SCAN_LIMIT: Duration = Duration::from_mins(1);
 /// Names the DNS clients ask for (RFC 2606 names; the answers are in 192.0.2.0/24).
 const DNS_NAMES: [&str; 4] = [
     "www.example.com",
@@ -375,84 +371,22 @@ impl Client {
         Ok(())
     }
 
-    /// A SYN scan of the server's low ports with nmap, rate-limited and time-bounded.
+    /// A port scan; see [`scan::run`].
     fn scan(&self) {
         say(format!(
-            "demo: port scan: nmap -sS ports {SCAN_PORTS} of {} at {SCAN_RATE} packets/s",
-            self.server
+            "demo: port scan: nmap -sS ports {} of {} at {} packets/s",
+            scan::PORTS,
+            self.server,
+            scan::RATE
         ));
-        let mut command = Command::new("nmap");
-        command
-            .args([
-                "-sS",
-                "-Pn",
-                "-n",
-                "--max-retries",
-                "1",
-                "--max-rate",
-                SCAN_RATE,
-            ])
-            .args(["--host-timeout", &format!("{}s", SCAN_LIMIT.as_secs())])
-            .args(["-p", SCAN_PORTS, "-oG", "-"])
-            .arg(self.server.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .process_group(0);
-        let mut nmap = match ChildGuard::spawn("nmap", &mut command) {
-            Ok(nmap) => nmap,
-            Err(error) => {
-                say(format!(
-                    "demo: the port scan cannot start (install nmap): {error:#}"
-                ));
-                return;
+        match scan::run(self.server, &self.stop) {
+            Ok(Some(open)) => {
+                self.stats.scans.fetch_add(1, Ordering::Relaxed);
+                say(format!("demo: port scan done: open ports {open}"));
             }
-        };
-        let deadline = Instant::now() + SCAN_LIMIT + Duration::from_secs(5);
-        loop {
-            match nmap.try_wait() {
-                Ok(Some(status)) if status.success() => break,
-                Ok(Some(status)) => {
-                    say(format!("demo: nmap exited with {status}"));
-                    return;
-                }
-                Ok(None)
-                    if Instant::now() < deadline && self.stop.sleep(Duration::from_millis(50)) => {}
-                Ok(None) => return, // the guard stops it
-                Err(error) => {
-                    say(format!("demo: {error:#}"));
-                    return;
-                }
-            }
+            Ok(None) => {} // the demo stopped first, and nmap with it
+            Err(error) => say(format!("demo: port scan: {error:#}")),
         }
-        self.stats.scans.fetch_add(1, Ordering::Relaxed);
-        let mut report = String::new();
-        if let Some(mut stdout) = nmap.take_stdout() {
-            let _ = stdout.read_to_string(&mut report);
-        }
-        say(format!(
-            "demo: port scan done: open ports {}",
-            open_ports(&report)
-        ));
-    }
-}
-
-/// The open ports in nmap's grepable output (`Ports: 22/open/tcp//ssh///, ...`).
-fn open_ports(grepable: &str) -> String {
-    let open: Vec<&str> = grepable
-        .lines()
-        .filter_map(|line| line.split_once("Ports: "))
-        .flat_map(|(_, ports)| ports.split(", "))
-        .filter_map(|entry| {
-            let mut fields = entry.split('/');
-            let port = fields.next()?;
-            (fields.next() == Some("open")).then_some(port.trim())
-        })
-        .collect();
-    if open.is_empty() {
-        "none".to_owned()
-    } else {
-        open.join(", ")
     }
 }
 
@@ -504,21 +438,6 @@ mod tests {
                 (first, runs),
                 "{name}: expected first at {first} s and {runs} runs"
             );
-        }
-    }
-
-    #[test]
-    fn reads_open_ports_from_grepable_output() {
-        let cases = [
-            (
-                "two open, one closed",
-                "Host: 10.202.0.1 ()\tPorts: 22/open/tcp//ssh///, 25/closed/tcp//smtp///, 443/open/tcp//https///\tIgnored State: closed (1021)",
-                "22, 443",
-            ),
-            ("no ports line", "# Nmap done", "none"),
-        ];
-        for (name, report, expected) in cases {
-            assert_eq!(open_ports(report), expected, "{name}");
         }
     }
 }
