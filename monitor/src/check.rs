@@ -135,7 +135,7 @@ pub fn btf(present: bool) -> Finding {
     }
 }
 
-/// bpffs: portmon pins nothing today, so a missing mount is a warning.
+/// bpffs: without it portmon runs unpinned (counters restart with it), so a warning.
 #[must_use]
 pub fn bpffs(mounts: &str) -> Finding {
     let mounted = mounts.lines().any(|line| {
@@ -150,7 +150,8 @@ pub fn bpffs(mounts: &str) -> Finding {
             Status::Warn,
             "bpffs",
             format!(
-                "not mounted at {BPFFS} (portmon pins nothing yet; bpftool and pinning need it)"
+                "not mounted at {BPFFS}: portmon runs unpinned, so its counters restart from \
+                 zero with it (see Restarts and upgrades in the README)"
             ),
         )
         .fix(format!("mount -t bpf bpf {BPFFS}"))

@@ -374,3 +374,52 @@ impl Drop for PinGuard {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use monitor_common::layout::slice_plan;
+
+    use super::*;
+
+    #[test]
+    fn the_layout_name_changes_with_everything_a_reader_must_agree_on() {
+        let base = layout_name(slice_plan(2, 8));
+        assert_eq!(
+            base,
+            format!("layout-v{LAYOUT_VERSION}-2x{SLICE_ENTRIES}x24B-percpu"),
+            "the name spells out version, slices, entries and counter size"
+        );
+        // (case, plan): each must name a different layout than `base`.
+        let cases = [
+            ("one more slice", slice_plan(3, 8)),
+            ("shared slices", slice_plan(16, 2)),
+            ("a single slice", slice_plan(2, 1)),
+        ];
+        for (case, plan) in cases {
+            assert_ne!(layout_name(plan), base, "case {case}");
+        }
+    }
+
+    #[test]
+    fn a_root_off_bpffs_is_refused_with_the_fix() {
+        // (case, path): /proc exists and is procfs; the second does not exist, so its
+        // nearest existing ancestor (/proc) is checked.
+        for (case, path) in [
+            ("existing", "/proc"),
+            ("missing, under procfs", "/proc/portmon-no-such-dir/x"),
+        ] {
+            match check_bpffs(Path::new(path)) {
+                Err(PinError::NotBpffs { path: found }) => {
+                    assert_eq!(found, Path::new("/proc"), "case {case}");
+                    let message = PinError::NotBpffs { path: found }.to_string();
+                    assert!(
+                        message.contains("mount -t bpf bpf /sys/fs/bpf")
+                            && message.contains("--no-pin"),
+                        "case {case}: the message names the fix: {message}"
+                    );
+                }
+                other => panic!("case {case}: expected NotBpffs, got {other:?}"),
+            }
+        }
+    }
+}
