@@ -58,6 +58,9 @@ enum Command {
     /// Detach and unpin everything portmon left attached and pinned (after a stop or kill).
     #[command(after_help = DETACH_EXAMPLES)]
     Detach(DetachArgs),
+    /// Live per-port rates from a running daemon (or attach with --iface when none runs).
+    #[command(after_help = crate::top::EXAMPLES)]
+    Top(crate::top::TopArgs),
 }
 
 const CHECK_EXAMPLES: &str = "\
@@ -187,6 +190,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run(args),
+        Command::Top(args) => crate::top::run(&args.into()),
         Command::Ports(args) => {
             crate::logging::init(LogFormat::Text);
             ports(&args)
@@ -359,9 +363,7 @@ mod tests {
             .expect("the arguments parse");
         match cli.command {
             Command::Run(run) => run,
-            Command::Ports(_) | Command::Check(_) | Command::Detach(_) => {
-                panic!("expected the run subcommand")
-            }
+            _ => panic!("expected the run subcommand"),
         }
     }
 

@@ -19,5 +19,6 @@ pub mod payload_map;
 pub mod pin;
 pub mod ports;
 pub mod snapshot;
+pub mod top;
 pub mod web;
 pub mod webhook;

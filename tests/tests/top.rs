@@ -6,13 +6,15 @@
 #![expect(clippy::expect_used, reason = "tests panic with what they expected")]
 
 use std::{
+    process::Output,
+    sync::atomic::{AtomicBool, Ordering},
     thread,
     time::{Duration, Instant},
 };
 
 use portmon::snapshot::{PortTotals, Snapshot, VERSION};
 use portmon_tests::{
-    daemon::{Daemon, http_get},
+    daemon::{Daemon, free_port, http_get, run_portmon, tcx_egress_programs, xdp_programs},
     frames::{Frame, Ipv4, TCP_SYN, Tcp, Udp},
     netns::{Stack, Topology},
 };
@@ -21,6 +23,10 @@ use portmon_tests::{
 const INTERVAL_MS: u64 = 100;
 /// How long the counted traffic may take to show in a snapshot.
 const SETTLE: Duration = Duration::from_secs(30);
+/// How long one `portmon top --once` may take (it loads the programs in local mode).
+const TOP_LIMIT: Duration = Duration::from_mins(1);
+/// Telnet SYNs sent while `portmon top` samples: at most this many, one every 20 ms.
+const BACKGROUND_FRAMES: u32 = 1_000;
 
 /// (case, protocol, port, frames sent, SYN flag, service, range, security).
 type Traffic = (
@@ -283,5 +289,172 @@ fn the_snapshot_has_exact_totals_labels_ranges_and_attachments() {
         "the alert started between the snapshots: {} <= {since} <= {}",
         before.time_unix_ms,
         got.time_unix_ms
+    );
+}
+
+/// Runs `portmon top args...` while the peer sends telnet SYNs every 20 ms (bounded by
+/// [`BACKGROUND_FRAMES`]), so that the two samples see a non-zero rate.
+fn top_with_traffic(topology: &Topology, args: &[&str]) -> Output {
+    let done = AtomicBool::new(false);
+    let frame = frame("tcp", 23, true);
+    thread::scope(|scope| {
+        scope.spawn(|| {
+            for _ in 0..BACKGROUND_FRAMES {
+                if done.load(Ordering::Acquire) {
+                    break;
+                }
+                topology.send_raw(&frame).expect("a telnet SYN is sent");
+                thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let output = run_portmon(&[&["top", "--once"][..], args].concat(), &[], TOP_LIMIT)
+            .expect("portmon top --once runs");
+        done.store(true, Ordering::Release);
+        output
+    })
+}
+
+/// The line of `text` containing every word of `words`, if any.
+fn find_line<'a>(text: &'a str, words: &[&str]) -> Option<&'a str> {
+    text.lines().find(|line| {
+        words
+            .iter()
+            .all(|word| line.split_whitespace().any(|w| w == *word))
+    })
+}
+
+/// The line of `text` containing every word of `words`.
+fn line_with<'a>(text: &'a str, words: &[&str]) -> &'a str {
+    find_line(text, words).unwrap_or_else(|| panic!("expected a line with {words:?} in:\n{text}"))
+}
+
+/// The packets per second of a port row (the third column from the end).
+fn packets_per_second(line: &str) -> f64 {
+    let columns: Vec<&str> = line.split_whitespace().collect();
+    columns
+        .len()
+        .checked_sub(4)
+        .and_then(|at| columns.get(at))
+        .and_then(|rate| rate.parse().ok())
+        .unwrap_or_else(|| panic!("expected a pkt/s column in {line:?}"))
+}
+
+/// Checks a `portmon top --once` frame: it succeeded, shows `source` in its header and the
+/// telnet row with a rate, the rows of the earlier traffic, the ranges and the alerts.
+fn check_frame(output: &Output, source: &str, host_if: &str, alert: bool) {
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "portmon top --once: expected success, got {}; stderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let header = line_with(&text, &["portmon", "top"]);
+    assert!(header.contains(source), "expected {source:?} in {header:?}");
+    let telnet = line_with(
+        &text,
+        &[host_if, "ingress", "tcp", "23", "telnet", "plaintext"],
+    );
+    assert!(
+        packets_per_second(telnet) > 0.0,
+        "telnet SYNs flowed while sampling: {telnet:?}"
+    );
+    for (name, words) in [
+        ("https", &["443", "https", "secure"][..]),
+        ("dns", &["53", "dns", "plaintext"]),
+        ("other", &["other", "registered", "unknown"]),
+        ("range", &[host_if, "ingress", "well_known"]),
+    ] {
+        let words = [&[host_if][..], words].concat();
+        assert!(
+            find_line(&text, &words).is_some(),
+            "case {name}: expected a line with {words:?} in:\n{text}"
+        );
+    }
+    if alert {
+        line_with(
+            &text,
+            &[host_if, "ingress", "23/tcp", "telnet", "must_be_zero"],
+        );
+    } else {
+        line_with(&text, &["none", "firing"]);
+    }
+}
+
+#[test]
+fn top_once_shows_the_daemon_s_port_rows_with_rates() {
+    let topology = Topology::new(Stack::Ipv4).expect("a veth pair in a namespace (run as root)");
+    let daemon = Daemon::start(&[
+        "--iface",
+        topology.host_if(),
+        "--interval",
+        &format!("{INTERVAL_MS}ms"),
+        "--xdp-mode",
+        "generic",
+    ])
+    .expect("portmon run starts");
+    send_traffic(&topology);
+    settled(&daemon);
+    let url = format!("http://{}", daemon.addr());
+    let output = top_with_traffic(&topology, &["--url", &url, "--interval", "500ms"]);
+    check_frame(&output, &url, topology.host_if(), true);
+}
+
+#[test]
+fn without_a_daemon_top_attaches_itself_and_detaches_on_exit() {
+    let topology = Topology::new(Stack::Ipv4).expect("a veth pair in a namespace (run as root)");
+    let url = format!("http://127.0.0.1:{}", free_port());
+
+    let output = run_portmon(&["top", "--once", "--url", &url], &[], TOP_LIMIT)
+        .expect("portmon top --once runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "no daemon, no --iface: expected exit 1, got {}; stderr: {stderr}",
+        output.status
+    );
+    for needle in [
+        "no portmon answers at",
+        "portmon run --iface",
+        "pass --iface",
+    ] {
+        assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");
+    }
+
+    // The earlier traffic is sent after attaching, within the first sample's interval.
+    let host_if = topology.host_if();
+    let output = thread::scope(|scope| {
+        let sender = scope.spawn(|| {
+            // Wait for the XDP program before sending what must be counted.
+            let deadline = Instant::now() + TOP_LIMIT;
+            while xdp_programs(host_if).is_ok_and(|ids| ids.is_empty()) && Instant::now() < deadline
+            {
+                thread::sleep(Duration::from_millis(20));
+            }
+            send_traffic(&topology);
+        });
+        let output = top_with_traffic(
+            &topology,
+            &["--url", &url, "--iface", host_if, "--interval", "2s"],
+        );
+        sender.join().expect("the sender thread ends");
+        output
+    });
+    check_frame(
+        &output,
+        &format!("attached by portmon top to {host_if}"),
+        host_if,
+        false,
+    );
+    assert_eq!(
+        xdp_programs(host_if).expect("the interface is listed"),
+        Vec::<u32>::new(),
+        "no XDP program left attached after portmon top exits"
+    );
+    assert_eq!(
+        tcx_egress_programs(host_if).expect("tcx query"),
+        Vec::<u32>::new(),
+        "no TC egress program left attached after portmon top exits"
     );
 }
