@@ -172,6 +172,21 @@ impl Daemon {
     /// # Errors
     /// As [`Daemon::start`].
     pub fn start_with_env(args: &[&str], envs: &[(&str, &str)]) -> Result<Self> {
+        Self::start_until(args, envs, |addr| {
+            http_get(addr, "/healthz", None).is_ok_and(|response| response.status == 200)
+        })
+    }
+
+    /// Like [`Daemon::start_with_env`], ready when `ready(addr)` says so (for an endpoint
+    /// behind TLS or authentication, where a plain `/healthz` cannot tell).
+    ///
+    /// # Errors
+    /// As [`Daemon::start`].
+    pub fn start_until(
+        args: &[&str],
+        envs: &[(&str, &str)],
+        ready: impl Fn(SocketAddr) -> bool,
+    ) -> Result<Self> {
         let port = free_port();
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         let log =
@@ -210,9 +225,7 @@ impl Daemon {
         };
         let deadline = Instant::now() + START_LIMIT;
         loop {
-            if let Ok(response) = http_get(addr, "/healthz", None)
-                && response.status == 200
-            {
+            if ready(addr) {
                 return Ok(daemon);
             }
             if let Some(child) = daemon.child.as_mut()
