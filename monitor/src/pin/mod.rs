@@ -15,7 +15,8 @@
 //! name is created atomically with `mkdir` (never half-written), it is compared without
 //! opening or parsing anything, and `ls` shows it. Any other layout found under the
 //! interface is removed whole, with one log line, before anything is loaded: a map of
-//! another layout is never opened, let alone misread. Bumping [`LAYOUT_VERSION`] is all a
+//! another layout is never opened, let alone misread. Within the right directory, every
+//! pinned map's geometry is still checked against the plan before the loader opens it. Bumping [`LAYOUT_VERSION`] is all a
 //! future layout change needs.
 //!
 //! One daemon per interface directory: [`PinDir`] holds an exclusive `flock` on it while it
@@ -33,7 +34,8 @@ use std::{
 };
 
 use monitor_common::layout::{
-    COUNTERS_MAP, Counter, LAYOUT_VERSION, PINNED_MAPS, SLICE_ENTRIES, SlicePlan,
+    COUNTERS_MAP, Counter, LAYOUT_VERSION, PAYLOAD_MAP, PAYLOAD_SLOT_ENTRIES, PAYLOAD_SLOT_MAP,
+    PINNED_MAPS, SLICE_ENTRIES, SlicePlan,
 };
 
 /// The default pin root (`--pin-dir`).
@@ -220,11 +222,12 @@ impl PinDir {
         }
         let dir = interface_dir.join(&layout);
         let mut reused = dir.exists();
-        if reused && let Err(mismatch) = counters_match(&dir, plan) {
+        if reused && let Err(mismatch) = maps_match(&dir, plan) {
             remove_all(&dir)?;
             log::warn!(
-                "{interface}: the pinned counter map in {} does not match its layout name \
-                 ({mismatch}): removed it; counters start from zero in a fresh map",
+                "{interface}: a pinned map in {} does not match this build's {layout} \
+                 ({mismatch}): removed it (its links detached, its maps unpinned); counters \
+                 start from zero in fresh maps",
                 dir.display()
             );
             reused = false;
@@ -285,36 +288,46 @@ impl PinDir {
     }
 }
 
-/// Checks a pinned counter map against `plan` without trusting the directory name alone.
-fn counters_match(dir: &Path, plan: SlicePlan) -> Result<(), String> {
-    debug_assert!(PINNED_MAPS.contains(&COUNTERS_MAP));
-    let path = dir.join(COUNTERS_MAP);
-    if !path.exists() {
-        return Ok(()); // Created by the loader.
+/// The geometry a pinned map must have: (value size, entries), always `BPF_F_MMAPABLE`.
+/// `None` for a map of [`PINNED_MAPS`] this module does not know: its layout is vouched
+/// for by [`LAYOUT_VERSION`] alone (add it here when adding it there).
+fn expected_geometry(name: &str, plan: SlicePlan) -> Option<(u32, u32)> {
+    let word = u32::try_from(size_of::<u64>()).unwrap_or(u32::MAX);
+    let counter = u32::try_from(size_of::<Counter>()).unwrap_or(u32::MAX);
+    match name {
+        COUNTERS_MAP => Some((counter, plan.map_entries())),
+        PAYLOAD_SLOT_MAP => Some((word, PAYLOAD_SLOT_ENTRIES)),
+        PAYLOAD_MAP => Some((word, plan.payload_map_entries())),
+        _ => None,
     }
-    let info = aya::maps::MapInfo::from_pin(&path).map_err(|error| error.to_string())?;
-    let found = (
-        info.value_size(),
-        info.max_entries(),
-        info.map_flags() & BPF_F_MMAPABLE,
-    );
-    let expected = (
-        u32::try_from(size_of::<Counter>()).unwrap_or(u32::MAX),
-        plan.map_entries(),
-        BPF_F_MMAPABLE,
-    );
-    if found == expected {
-        Ok(())
-    } else {
-        Err(format!(
-            "value size {}, {} entries, mmapable {}; expected {}, {}, yes",
-            found.0,
-            found.1,
-            found.2 != 0,
-            expected.0,
-            expected.1
-        ))
+}
+
+/// Checks every pinned map of a layout directory against `plan`, without trusting the
+/// directory name alone: a map of another geometry is never opened for reading.
+fn maps_match(dir: &Path, plan: SlicePlan) -> Result<(), String> {
+    for &name in PINNED_MAPS {
+        let path = dir.join(name);
+        let Some((value_size, entries)) = expected_geometry(name, plan) else {
+            continue;
+        };
+        if !path.exists() {
+            continue; // Created by the loader.
+        }
+        let info = aya::maps::MapInfo::from_pin(&path).map_err(|error| error.to_string())?;
+        let found = (
+            info.value_size(),
+            info.max_entries(),
+            info.map_flags() & BPF_F_MMAPABLE != 0,
+        );
+        if found != (value_size, entries, true) {
+            return Err(format!(
+                "{name} has value size {}, {} entries, mmapable {}; expected {value_size}, \
+                 {entries}, true",
+                found.0, found.1, found.2
+            ));
+        }
     }
+    Ok(())
 }
 
 /// A [`PinDir`] that removes itself on drop unless told to keep the pins: RAII for a daemon
@@ -397,6 +410,17 @@ mod tests {
         ];
         for (case, plan) in cases {
             assert_ne!(layout_name(plan), base, "case {case}");
+        }
+    }
+
+    #[test]
+    fn every_pinned_map_has_a_checked_geometry() {
+        let plan = slice_plan(2, 8);
+        for &name in PINNED_MAPS {
+            assert!(
+                expected_geometry(name, plan).is_some(),
+                "{name} is pinned: give it its (value size, entries) in expected_geometry"
+            );
         }
     }
 
