@@ -1,6 +1,7 @@
 //! The interactive loop: sample every interval, redraw, react to keys. The terminal is
 //! restored on every way out: return, error (a guard), panic (ratatui's hook), and SIGINT,
-//! SIGTERM or SIGHUP (a flag the loop polls, so the guard runs).
+//! SIGTERM or SIGHUP (a flag the loop polls, so the guard runs; a watchdog ends the process
+//! if the loop is stuck in a terminal that hung up).
 
 use std::{
     io,
@@ -43,6 +44,24 @@ fn install_signal_handlers() -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// How long the loop may take to notice a signal before the watchdog ends the process.
+const SIGNAL_GRACE: Duration = Duration::from_secs(2);
+
+/// Ends the process if the loop does not end within [`SIGNAL_GRACE`] of a signal. When the
+/// terminal hangs up, crossterm can spin on its end-of-file inside `event::poll` and never
+/// return to the loop; exiting then is safe: the kernel detaches programs attached by this
+/// process (their links die with its file descriptors).
+fn spawn_watchdog() {
+    std::thread::spawn(|| {
+        while !SIGNALLED.load(Ordering::Relaxed) {
+            std::thread::sleep(TICK);
+        }
+        std::thread::sleep(SIGNAL_GRACE);
+        ratatui::restore();
+        std::process::exit(1);
+    });
 }
 
 /// Leaves raw mode and the alternate screen when dropped.
@@ -90,6 +109,7 @@ fn on_key(state: &mut ViewState, code: KeyCode, modifiers: KeyModifiers) -> Acti
 /// the daemon may be restarting.
 pub fn run(source: &Source, first: Snapshot, interval: Duration) -> anyhow::Result<()> {
     install_signal_handlers().context("installing the signal handlers")?;
+    spawn_watchdog();
     let mut terminal = ratatui::try_init().context("setting up the terminal")?;
     let _restore = Restore;
     let described = source.describe();
