@@ -214,17 +214,19 @@ pub fn capabilities(effective: Option<u64>, version: KernelVersion) -> Vec<Findi
 pub fn interface(link: &Link, native: Option<Result<(), String>>) -> Finding {
     let topic = format!("iface {}", link.name);
     if let Some(program) = link.xdp.first() {
+        // Not a failure: `portmon run` (--hook auto, the default) counts on TC ingress.
         return Finding::new(
-            Status::Fail,
+            Status::Warn,
             topic,
             format!(
-                "XDP program id {} already attached ({} mode); portmon never replaces it",
+                "XDP program id {} already attached ({} mode); portmon never replaces it: \
+                 ingress is counted on TC ingress (--hook auto), --hook xdp refuses",
                 program.id, program.mode
             ),
         )
         .fix(format!(
-            "see it with `bpftool prog show id {}`, detach it (`ip link set dev {} xdp off`) or leave {} out of --iface",
-            program.id, link.name, link.name
+            "to count on XDP, see it with `bpftool prog show id {}` and detach it (`ip link set dev {} xdp off`)",
+            program.id, link.name
         ));
     }
     match native {
@@ -475,7 +477,7 @@ mod tests {
                 "taken",
                 &taken,
                 None,
-                Status::Fail,
+                Status::Warn,
                 "bpftool prog show id 7",
             ),
         ];

@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
+    attach::Hook,
     config::{self, Config, Loaded, LogFormat, XdpModeSetting},
     daemon::{self, Settings},
     metrics::budget::BudgetSettings,
@@ -20,6 +21,8 @@ Examples:
   sudo portmon run
   # two interfaces, generic XDP, read every 200 ms
   sudo portmon run --iface eth0 --iface eth1 --xdp-mode generic --interval 200ms
+  # every veth, also those created later; TC ingress where another program owns XDP
+  sudo portmon run --iface 'veth*' --hook auto
   # ingress only, metrics on all addresses, settings from a file
   sudo portmon run --no-egress --listen 0.0.0.0:9797 --config /etc/portmon.toml
   # the same through the environment (systemd EnvironmentFile=)
@@ -84,14 +87,23 @@ struct CheckArgs {
     reason = "clap switches: each bool is one independent flag"
 )]
 struct RunArgs {
-    /// Interface to attach to; repeat for several [default: every up, non-loopback one].
+    /// Interface to attach to, or a glob (eth*, veth?, en[ops]*) that also picks up
+    /// interfaces created later; repeat for several [default: every up, non-loopback one].
     #[arg(
         long,
-        value_name = "NAME",
+        value_name = "NAME|GLOB",
         env = "PORTMON_IFACE",
         value_delimiter = ','
     )]
     iface: Vec<String>,
+    /// Where ingress is counted: auto uses XDP where the hook is free and TC ingress where
+    /// another program holds it (never replacing it); xdp refuses a taken hook [default: auto].
+    #[arg(long, value_enum, env = "PORTMON_HOOK")]
+    hook: Option<Hook>,
+    /// Do not follow link events: interfaces deleted and recreated, or created later
+    /// matching a glob, are not (re-)attached; every capability is dropped after attaching.
+    #[arg(long, env = "PORTMON_NO_REATTACH")]
+    no_reattach: bool,
     /// auto tries native XDP and falls back to generic with a warning [default: auto].
     #[arg(long, value_enum, env = "PORTMON_XDP_MODE")]
     xdp_mode: Option<XdpModeSetting>,
@@ -229,6 +241,8 @@ fn settings(args: RunArgs, loaded: Loaded) -> Settings {
         } else {
             args.iface
         },
+        hook: args.hook.unwrap_or(file.hook),
+        reattach: file.reattach && !args.no_reattach,
         xdp_mode: args.xdp_mode.unwrap_or(file.xdp_mode).into(),
         egress: file.egress && !args.no_egress,
         listen: args.listen.unwrap_or(file.listen),

@@ -74,8 +74,12 @@ impl Default for Loaded {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DaemonConfig {
-    /// Interfaces to attach to; empty means every up, non-loopback interface.
+    /// Interfaces to attach to, names or globs; empty means every up, non-loopback one.
     pub iface: Vec<String>,
+    /// Where ingress is counted: `auto` (XDP where free, else TC ingress), `xdp`, `tc`.
+    pub hook: crate::attach::Hook,
+    /// Follow link events: re-attach interfaces that come back, attach new glob matches.
+    pub reattach: bool,
     /// How the XDP program attaches.
     pub xdp_mode: XdpModeSetting,
     /// Whether the TC egress program is attached.
@@ -136,6 +140,8 @@ impl Default for DaemonConfig {
     fn default() -> Self {
         Self {
             iface: Vec::new(),
+            hook: crate::attach::Hook::Auto,
+            reattach: true,
             xdp_mode: XdpModeSetting::Auto,
             egress: true,
             listen: defaults::LISTEN,
@@ -368,7 +374,12 @@ fn locate(source: &str, offset: usize) -> Location {
 pub fn sample() -> String {
     let defaults = DaemonConfig::default();
     let mut text = String::from("[daemon]\n");
-    let _ = writeln!(text, "iface = []  # every up, non-loopback interface");
+    let _ = writeln!(
+        text,
+        "iface = []  # every up, non-loopback interface; names or globs (\"veth*\")"
+    );
+    let _ = writeln!(text, "hook = \"auto\"  # or \"xdp\", \"tc\"");
+    let _ = writeln!(text, "reattach = {}", defaults.reattach);
     let _ = writeln!(text, "xdp_mode = \"auto\"");
     let _ = writeln!(text, "egress = {}", defaults.egress);
     let _ = writeln!(text, "listen = \"{}\"", defaults.listen);
@@ -420,6 +431,8 @@ mod tests {
         let config = parse(
             "[daemon]\n\
              iface = [\"eth0\", \"eth1\"]\n\
+             hook = \"tc\"\n\
+             reattach = false\n\
              xdp_mode = \"generic\"\n\
              egress = false\n\
              listen = \"0.0.0.0:9100\"\n\
@@ -438,6 +451,8 @@ mod tests {
             config.daemon,
             DaemonConfig {
                 iface: vec!["eth0".into(), "eth1".into()],
+                hook: crate::attach::Hook::Tc,
+                reattach: false,
                 xdp_mode: XdpModeSetting::Generic,
                 egress: false,
                 listen: "0.0.0.0:9100".parse().expect("an address"),

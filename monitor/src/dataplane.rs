@@ -254,6 +254,12 @@ impl DataPlane {
         self.links.push(link);
     }
 
+    /// Closes every pinned link held: once they are unpinned too, they detach (used when
+    /// an interface's hooks are detached alone, daemon/hooks.rs).
+    pub fn release_links(&mut self) {
+        self.links.clear();
+    }
+
     /// Maps the payload maps, to choose the tracked ports and read their counts.
     ///
     /// Both maps are mapped once here: writing a slot and reading the counts later need no

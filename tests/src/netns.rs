@@ -146,8 +146,25 @@ impl Topology {
     /// # Errors
     /// When a command fails (not root, `ip` missing) or no free slot is found.
     pub fn new(stack: Stack) -> Result<Self> {
+        Self::build(stack, None)
+    }
+
+    /// Like [`Topology::new`], with the host end renamed to `host_name` (at most 15 bytes,
+    /// unique to the caller) before it is configured: for tests of name patterns.
+    ///
+    /// # Errors
+    /// As [`Topology::new`], or when the rename fails.
+    pub fn with_host_name(stack: Stack, host_name: &str) -> Result<Self> {
+        Self::build(stack, Some(host_name))
+    }
+
+    fn build(stack: Stack, host_name: Option<&str>) -> Result<Self> {
         let ns = NetNs::new()?;
-        let (veth, slot) = create_veth(&ns.name)?;
+        let (mut veth, slot) = create_veth(&ns.name)?;
+        if let Some(name) = host_name {
+            ip(&["link", "set", &veth.host, "name", name])?;
+            name.clone_into(&mut veth.host);
+        }
         let peer = format!("pmp{slot}");
         let host_ifindex = ifindex(&veth.host)?;
         let mut topology = Self {
@@ -223,6 +240,42 @@ impl Topology {
         ip(&["-n", ns, "link", "set", peer, "up"])?;
         ip(&["link", "set", host, "up"])?;
         Ok(())
+    }
+
+    /// Deletes the veth pair and creates it again under the same names, MACs and
+    /// addresses, configured and up as by [`Topology::new`]: both ends get new ifindexes,
+    /// as when an interface is deleted and recreated under a running portmon.
+    ///
+    /// # Errors
+    /// When a command fails.
+    pub fn recreate(&mut self) -> Result<()> {
+        ip(&["link", "del", &self.veth.host])?;
+        let output = add_veth(&self.veth.host, &self.peer, self.slot, &self.ns.name)?;
+        ensure!(
+            output.status.success(),
+            "ip link add {} type veth: {}",
+            self.veth.host,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+        self.host_ifindex = ifindex(&self.veth.host)?;
+        let peer = self.peer.clone();
+        self.peer_ifindex = self.in_peer(|| ifindex(&peer))??;
+        // The raw sender was bound to the old peer's ifindex.
+        self.raw_sender = OnceLock::new();
+        self.configure()
+    }
+
+    /// Sets the host end down (`up` false) or up.
+    ///
+    /// # Errors
+    /// When `ip link set` fails.
+    pub fn set_host_up(&self, up: bool) -> Result<()> {
+        ip(&[
+            "link",
+            "set",
+            &self.veth.host,
+            if up { "up" } else { "down" },
+        ])
     }
 
     /// The host end's name (attach portmon here).
@@ -434,18 +487,7 @@ fn create_veth(ns: &str) -> Result<(Veth, u32)> {
         let slot = (start + attempt) % SLOTS;
         let host = format!("pmh{slot}");
         let peer = format!("pmp{slot}");
-        let output = Command::new("ip")
-            .args([
-                "link",
-                "add",
-                &host,
-                "address",
-                &mac_string(slot_mac(0x00, slot)),
-            ])
-            .args(["type", "veth", "peer", "name", &peer])
-            .args(["address", &mac_string(slot_mac(0x01, slot)), "netns", ns])
-            .output()
-            .context("running ip (install iproute2)")?;
+        let output = add_veth(&host, &peer, slot, ns)?;
         if output.status.success() {
             return Ok((Veth { host }, slot));
         }
@@ -455,6 +497,22 @@ fn create_veth(ns: &str) -> Result<(Veth, u32)> {
         }
     }
     bail!("no free veth slot in {SLOT_ATTEMPTS} attempts: delete leftover pmh* links")
+}
+
+/// `ip link add <host> type veth peer name <peer> netns <ns>` with the slot's MACs.
+fn add_veth(host: &str, peer: &str, slot: u32, ns: &str) -> Result<Output> {
+    Command::new("ip")
+        .args([
+            "link",
+            "add",
+            host,
+            "address",
+            &mac_string(slot_mac(0x00, slot)),
+        ])
+        .args(["type", "veth", "peer", "name", peer])
+        .args(["address", &mac_string(slot_mac(0x01, slot)), "netns", ns])
+        .output()
+        .context("running ip (install iproute2)")
 }
 
 fn strip_prefix(address: &str) -> &str {

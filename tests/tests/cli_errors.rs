@@ -165,12 +165,14 @@ fn an_xdp_program_already_attached_is_refused_by_id_and_kept() {
         .info()
         .expect("the program describes itself")
         .id();
+    // `--hook xdp` refuses; the default, `auto`, counts on TC ingress (tests/tests/link_events.rs).
     expect_refusal(
         "xdp taken",
-        &["--iface", host],
+        &["--iface", host, "--hook", "xdp"],
         &[
             &format!("{host} already has XDP program id {id} attached (generic mode)"),
             "never replaces",
+            "--hook auto",
             &format!("bpftool prog show id {id}"),
         ],
     );

@@ -7,11 +7,13 @@
 //! first (`--cleanup`, or a start that failed on a directory it had just created).
 //!
 //! Accumulation: the kernel's counters are monotonic from map creation and a process never
-//! replaces its map while it runs, so the last full read *is* the accumulated total (one
-//! 6 MiB buffer per interface instead of three for previous/current/sum). A pinned map
-//! outlives the process: a restarted daemon exports the same totals, continuing exactly. A
-//! map is only ever replaced at startup (no pins yet, `--no-pin`, or pins of another layout,
-//! logged), and the process restart is then a counter reset, which Prometheus handles.
+//! replaces its map while it runs (a link that is deleted and comes back gets the same
+//! programs and map, see [`Interface::reattach`]), so the last full read *is* the
+//! accumulated total (one 6 MiB buffer per interface instead of three for
+//! previous/current/sum). A pinned map outlives the process: a restarted daemon exports the
+//! same totals, continuing exactly. A map is only ever replaced at startup (no pins yet,
+//! `--no-pin`, or pins of another layout, logged), and the process restart is then a
+//! counter reset, which Prometheus handles.
 
 use std::{
     sync::{
@@ -22,36 +24,20 @@ use std::{
 };
 
 use anyhow::Context as _;
-use aya::programs::TcAttachType;
 use monitor_common::layout::{Counter, Direction, L4, Reason};
 
+pub use super::hooks::AttachOptions;
+use super::{hooks::Hooks, netlink::Link};
 use crate::{
-    attach::{self, XdpMode},
     counters::{CounterMap, Totals},
-    dataplane::{DataPlane, KernelLogger, LoadOptions, TC_EGRESS_PROGRAM},
+    dataplane::{DataPlane, KernelLogger, TC_EGRESS_PROGRAM, TC_INGRESS_PROGRAM},
     metrics::{
-        Attachment, InterfaceView, ProgramStats,
+        InterfaceView, ProgramStats,
         budget::{BudgetSettings, InterfaceBudget, PortClasses},
         histogram::Histogram,
     },
-    pin::{
-        PinDir, PinGuard,
-        links::{self as pinned, Origin},
-    },
+    pin::{PinDir, PinGuard},
 };
-
-/// How to attach to an interface.
-#[derive(Clone, Copy, Debug)]
-pub struct AttachOptions {
-    /// XDP mode asked for.
-    pub xdp_mode: XdpMode,
-    /// Whether to attach the TC egress program.
-    pub egress: bool,
-    /// Map sizing and kernel debug switch.
-    pub load: LoadOptions,
-    /// Pin root (`--pin-dir`); `None` with `--no-pin`.
-    pub pin_root: Option<&'static std::path::Path>,
-}
 
 /// What the reader updates and the scrape reads.
 struct State {
@@ -60,11 +46,15 @@ struct State {
     read_duration: Histogram,
 }
 
-/// An attached interface.
+/// A monitored interface: attached, or detached while its link is gone (its counters
+/// stay exported and continue when the link comes back, see [`Interface::reattach`]).
 pub struct Interface {
     name: String,
+    /// The ifindex at the first attach: a stable key for per-interface state (alerts),
+    /// also after the link was recreated under a new index.
     ifindex: u32,
-    attachments: Vec<Attachment>,
+    /// Locked after `data_plane` when both are needed.
+    hooks: Mutex<Hooks>,
     counters: CounterMap,
     state: Mutex<State>,
     read_errors: AtomicU64,
@@ -82,15 +72,16 @@ fn lock<T>(mutex: &Mutex<T>) -> (MutexGuard<'_, T>, bool) {
 }
 
 impl Interface {
-    /// Loads a data plane for `name` and attaches it. On error, whatever was attached is
+    /// Loads a data plane for `link` and attaches it. On error, whatever was attached is
     /// detached again (the data plane is dropped).
     ///
     /// # Errors
     /// Loading or attaching failed; the message names the interface and a fix.
     pub fn attach(
-        name: &str,
+        link: &Link,
         options: AttachOptions,
     ) -> anyhow::Result<(Self, Option<KernelLogger>)> {
+        let name = link.name.as_str();
         let pins = match options.pin_root {
             Some(root) => {
                 let plan = options.load.plan().context("sizing the counter map")?;
@@ -109,74 +100,21 @@ impl Interface {
              --debug-kernel needs a kernel with BTF)",
         )?;
         let logger = data_plane.take_logger();
-        let xdp_context = || match options.xdp_mode {
-            XdpMode::Native => format!(
-                "attaching XDP to {name} in native mode; the driver may not support it: \
-                 try --xdp-mode generic or auto"
-            ),
-            _ => format!("attaching XDP to {name}"),
-        };
-        let (xdp, xdp_origin) = match &pins {
-            Some(pins) => pinned::attach_xdp(&mut data_plane, name, options.xdp_mode, pins.dir())
-                .with_context(xdp_context)?,
-            None => (
-                attach::attach_xdp(&mut data_plane, name, options.xdp_mode)
-                    .with_context(xdp_context)?,
-                Origin::Attached,
-            ),
-        };
-        let mut attachments = vec![Attachment {
-            hook: "xdp",
-            mode: xdp.as_str(),
-        }];
-        let mut origins = vec![xdp_origin];
-        if options.egress {
-            let egress_context =
-                || format!("attaching the TC egress program to {name} (or run with --no-egress)");
-            let (tc, origin) = match &pins {
-                Some(pins) => pinned::attach_tc(
-                    &mut data_plane,
-                    name,
-                    TC_EGRESS_PROGRAM,
-                    TcAttachType::Egress,
-                    pins.dir(),
-                )
-                .with_context(egress_context)?,
-                None => (
-                    attach::attach_tc(
-                        &mut data_plane,
-                        name,
-                        TC_EGRESS_PROGRAM,
-                        TcAttachType::Egress,
-                    )
-                    .with_context(egress_context)?,
-                    Origin::Attached,
-                ),
-            };
-            attachments.push(Attachment {
-                hook: "tc_egress",
-                mode: tc.as_str(),
-            });
-            origins.push(origin);
-        }
+        let hooks = Hooks::attach(
+            &mut data_plane,
+            link,
+            options,
+            pins.as_ref().map(PinGuard::dir),
+        )?;
         let counters = data_plane
             .counters()
             .with_context(|| format!("mapping the counter map of {name}"))?;
-        let described: Vec<String> = attachments
-            .iter()
-            .zip(&origins)
-            .map(|(a, origin)| match origin {
-                Origin::Reused => format!("{} ({}, pinned link taken over)", a.hook, a.mode),
-                Origin::Attached => format!("{} ({})", a.hook, a.mode),
-            })
-            .collect();
-        log::info!("attached to {name}: {}", described.join(", "));
-        let ifindex = ifindex(name).with_context(|| format!("finding the index of {name}"))?;
+        log::info!("attached to {name}: {}", hooks.describe());
         Ok((
             Self {
                 name: name.to_owned(),
-                ifindex,
-                attachments,
+                ifindex: link.index,
+                hooks: Mutex::new(hooks),
                 counters,
                 state: Mutex::new(State {
                     totals: Totals::default(),
@@ -189,6 +127,46 @@ impl Interface {
             },
             logger,
         ))
+    }
+
+    /// Attaches the same loaded programs, hence the same counter map, to `link` (this
+    /// interface's name under a new ifindex, or back after a failed attempt): its
+    /// counters continue where they stopped. Whatever is still attached is detached
+    /// first. Returns the hooks now in place, described.
+    ///
+    /// # Errors
+    /// A refused attachment; the interface is then left detached.
+    pub fn reattach(&self, link: &Link, options: AttachOptions) -> anyhow::Result<String> {
+        let (mut data_plane, _) = lock(&self.data_plane);
+        let (mut hooks, _) = lock(&self.hooks);
+        hooks.detach(&mut data_plane);
+        let pins = self.pins.as_ref().map(PinGuard::dir);
+        let fresh = Hooks::attach(&mut data_plane, link, options, pins)?;
+        let described = fresh.describe();
+        *hooks = fresh;
+        Ok(described)
+    }
+
+    /// The link is gone: closes its (now inert) links and marks the interface detached.
+    /// The counters stay exported.
+    pub fn detach_gone(&self) {
+        let (mut data_plane, _) = lock(&self.data_plane);
+        let (mut hooks, _) = lock(&self.hooks);
+        hooks.detach(&mut data_plane);
+    }
+
+    /// Once the daemon runs: keep the pins at exit (the default), or remove them
+    /// (`cleanup`). Until then a failed start removes pins it created.
+    pub fn settle_pins(&mut self, cleanup: bool) {
+        if let Some(pins) = &mut self.pins {
+            pins.settle(cleanup);
+        }
+    }
+
+    /// The ifindex the programs are attached to; `None` while detached.
+    #[must_use]
+    pub fn attached_ifindex(&self) -> Option<u32> {
+        lock(&self.hooks).0.ifindex()
     }
 
     /// Reads every counter and runs the budget's promotions. A failure is counted and
@@ -219,21 +197,14 @@ impl Interface {
         }
     }
 
-    /// Once the daemon runs: keep the pins at exit (the default), or remove them
-    /// (`cleanup`). Until then a failed start removes pins it created.
-    pub fn settle_pins(&mut self, cleanup: bool) {
-        if let Some(pins) = &mut self.pins {
-            pins.settle(cleanup);
-        }
-    }
-
     /// The interface name.
     #[must_use]
     pub fn name(&self) -> &str {
         &self.name
     }
 
-    /// The kernel interface index.
+    /// The kernel interface index at the first attach: a stable key for this interface
+    /// (see [`Interface::attached_ifindex`] for the current one).
     #[must_use]
     pub fn ifindex(&self) -> u32 {
         self.ifindex
@@ -255,9 +226,17 @@ impl Interface {
     /// statistics of the attached programs.
     #[must_use]
     pub fn view(&self, classes: &PortClasses, with_program_stats: bool) -> InterfaceView {
+        let (attachments, detached) = {
+            let (hooks, _) = lock(&self.hooks);
+            match hooks.ifindex() {
+                Some(_) => (hooks.attachments(), false),
+                None => (hooks.last().to_vec(), true),
+            }
+        };
         let mut view = InterfaceView {
             name: self.name.clone(),
-            attachments: self.attachments.clone(),
+            attachments,
+            detached,
             read_errors: self.read_errors.load(Ordering::Relaxed),
             ..InterfaceView::default()
         };
@@ -293,13 +272,20 @@ impl Interface {
     }
 
     fn program_stats(&self) -> Vec<ProgramStats> {
+        // Hooks first, released before the data plane is locked (the lock order is
+        // data plane, then hooks).
+        let attachments = lock(&self.hooks).0.attachments();
         let (mut data_plane, _) = lock(&self.data_plane);
         let mut stats = Vec::new();
-        for attachment in &self.attachments {
+        for attachment in &attachments {
             let info = match attachment.hook {
                 "xdp" => data_plane.xdp_mut().ok().and_then(|xdp| xdp.info().ok()),
-                _ => data_plane
-                    .classifier_mut(TC_EGRESS_PROGRAM)
+                hook => data_plane
+                    .classifier_mut(if hook == "tc_ingress" {
+                        TC_INGRESS_PROGRAM
+                    } else {
+                        TC_EGRESS_PROGRAM
+                    })
                     .ok()
                     .and_then(|tc| tc.info().ok()),
             };
@@ -313,20 +299,6 @@ impl Interface {
             }
         }
         stats
-    }
-}
-
-/// The kernel index of interface `name`.
-fn ifindex(name: &str) -> std::io::Result<u32> {
-    let name = std::ffi::CString::new(name)
-        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-    // SAFETY: `name` is a valid NUL-terminated string that outlives the call, which only
-    // reads it.
-    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    if index == 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(index)
     }
 }
 

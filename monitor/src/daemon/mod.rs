@@ -7,15 +7,20 @@
 //! User memory: one `Totals` of `SLICE_BYTES` per interface.
 
 mod alerting;
+mod hooks;
 pub(crate) mod interface;
 mod kernel_log;
+mod link_events;
+mod link_watch;
 pub mod netlink;
 pub mod preflight;
 pub mod privileges;
+pub mod selection;
 
 use std::{
+    collections::BTreeMap,
     net::SocketAddr,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{Arc, Mutex, PoisonError, RwLock},
     time::{Duration, Instant},
 };
 
@@ -27,10 +32,14 @@ use tokio::signal::unix::{SignalKind, signal};
 use self::{
     alerting::Alerting,
     interface::{AttachOptions, Interface},
+    link_events::LinkEvents,
+    link_watch::Watcher,
+    netlink::Link,
+    selection::{Selection, Selector},
 };
 use crate::{
     alerts::AlertsConfig,
-    attach::XdpMode,
+    attach::{Hook, XdpMode},
     caps,
     dataplane::LoadOptions,
     http::{self, MetricsSource},
@@ -47,8 +56,12 @@ use crate::{
 /// Everything `portmon run` needs, flags and config merged.
 #[derive(Debug)]
 pub struct Settings {
-    /// Interfaces asked for; empty means every up, non-loopback one.
+    /// Interfaces asked for, names or globs; empty means every up, non-loopback one.
     pub interfaces: Vec<String>,
+    /// Where ingress is counted.
+    pub hook: Hook,
+    /// Follow link events: re-attach interfaces that come back, attach new glob matches.
+    pub reattach: bool,
     /// XDP mode asked for.
     pub xdp_mode: XdpMode,
     /// Attach the TC egress program.
@@ -110,11 +123,13 @@ fn pin_root(settings: &PinSettings) -> anyhow::Result<Option<&'static std::path:
 
 /// The shared state the reader updates and the scrape reads.
 struct Daemon {
-    interfaces: Vec<Interface>,
+    /// Grows when a link matching a glob appears (see [`link_watch`]); never shrinks.
+    interfaces: RwLock<Vec<Interface>>,
     policy: Policy,
     classes: PortClasses,
     budget: BudgetSettings,
-    series_budget: u64,
+    /// The series budget of one interface.
+    interface_budget: u64,
     /// The spike detector; `None` when `[alerts] enabled = false`.
     alerting: Option<Mutex<Alerting>>,
     /// Read interval (the snapshot reports it).
@@ -141,59 +156,80 @@ impl MetricsSource for Daemon {
     }
 
     fn snapshot(&self) -> Option<String> {
-        crate::snapshot::json(&self.view(false), self.interval, std::time::SystemTime::now())
+        crate::snapshot::json(
+            &self.view(false),
+            self.interval,
+            std::time::SystemTime::now(),
+        )
     }
 }
 
 impl Daemon {
     /// What a scrape or a snapshot exports, gathered under short locks.
     fn view(&self, with_stats: bool) -> View<'_> {
+        let interfaces = self
+            .interfaces
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
         View {
             policy: &self.policy,
-            interfaces: self
-                .interfaces
+            interfaces: interfaces
                 .iter()
                 .map(|interface| interface.view(&self.classes, with_stats))
                 .collect(),
-            series_budget: self.series_budget,
+            series_budget: self.interface_budget * interfaces.len() as u64,
             alerts: self.alerting.as_ref().map(|alerting| {
                 alerting
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .view(&self.interfaces, &self.policy)
+                    .view(&interfaces, &self.policy)
             }),
         }
     }
 
     fn read_all(&self) {
-        for interface in &self.interfaces {
+        let interfaces = self
+            .interfaces
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        for interface in interfaces.iter() {
             interface.read(&self.classes, self.budget);
         }
         if let Some(alerting) = &self.alerting {
             alerting
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .observe(&self.interfaces, &self.policy, Instant::now());
+                .observe(&interfaces, &self.policy, Instant::now());
         }
     }
 }
 
+/// The interfaces chosen at startup.
+struct Chosen {
+    /// What `--iface` asks for (with no `--iface`: the names chosen now, exactly).
+    selection: Selection,
+    /// The links to attach now, with whether a failure is fatal (exact names) or only
+    /// logged and retried on the next link event (matched by a glob only).
+    links: Vec<(Link, bool)>,
+    /// The pin root; `None` without pinning.
+    pin_root: Option<&'static std::path::Path>,
+}
+
 /// Checks everything that can be checked before loading; returns the interfaces to use
 /// and the pin root.
-fn preflight(
-    settings: &Settings,
-) -> anyhow::Result<(Vec<String>, Option<&'static std::path::Path>)> {
+fn preflight(settings: &Settings) -> anyhow::Result<Chosen> {
     let kernel = KernelVersion::current().context("reading the kernel version")?;
     let features = preflight::check_kernel(kernel)?;
     if !features.tcx {
-        log::info!("kernel older than 6.6: TC egress attaches through a clsact qdisc");
+        log::info!("kernel older than 6.6: TC programs attach through a clsact qdisc");
     }
     caps::check()?;
     let links = netlink::links().context("listing the network interfaces")?;
-    let chosen = preflight::select_interfaces(&settings.interfaces, &links)?;
+    let requested = Selection::parse(&settings.interfaces)?;
+    let chosen = preflight::select(&requested, &links)?;
     let pin_root = pin_root(&settings.pin)?;
     // Our own pinned XDP links take the hook only in appearance: they are taken over.
-    let chosen: Vec<netlink::Link> = chosen
+    let chosen: Vec<Link> = chosen
         .into_iter()
         .map(|link| {
             let mut link = link.clone();
@@ -204,28 +240,59 @@ fn preflight(
             link
         })
         .collect();
-    preflight::check_xdp_free(&chosen.iter().collect::<Vec<_>>())?;
-    Ok((chosen.into_iter().map(|link| link.name).collect(), pin_root))
+    let selection = if requested.is_empty() {
+        Selection::exact(chosen.iter().map(|link| link.name.clone()))
+    } else {
+        requested
+    };
+    let exact = |link: &Link| {
+        selection
+            .selectors()
+            .iter()
+            .any(|selector| matches!(selector, Selector::Exact(name) if *name == link.name))
+    };
+    if settings.hook == Hook::Xdp {
+        let fatal: Vec<&Link> = chosen.iter().filter(|link| exact(link)).collect();
+        preflight::check_xdp_free(&fatal)?;
+    }
+    if chosen.is_empty() {
+        log::info!(
+            "no interface matches --iface {} yet: waiting for one to appear",
+            settings.interfaces.join(",")
+        );
+    }
+    let links = chosen
+        .into_iter()
+        .map(|link| {
+            let fatal = exact(&link);
+            (link, fatal)
+        })
+        .collect();
+    Ok(Chosen {
+        selection,
+        links,
+        pin_root,
+    })
 }
 
-/// Drops every capability once attached (see [`privileges`]). TC through clsact (kernels
-/// before 6.6) keeps `CAP_NET_ADMIN`: removing that netlink filter at exit needs it.
-fn drop_privileges(egress: bool) -> anyhow::Result<()> {
-    let clsact = egress && KernelVersion::current().is_ok_and(|kernel| kernel < preflight::MIN_TCX);
-    let keep: &[caps::Capability] = if clsact {
-        &[caps::Capability::NetAdmin]
-    } else {
-        &[]
-    };
-    let dropped = privileges::drop_all_but(keep)
+/// Drops every capability the daemon no longer needs once attached (see
+/// [`privileges::keep`] for what stays and why).
+fn drop_privileges(needs: privileges::Needs) -> anyhow::Result<()> {
+    let keep = privileges::keep(&needs, KernelVersion::current().ok());
+    let caps: Vec<caps::Capability> = keep.iter().map(|(cap, _)| *cap).collect();
+    let dropped = privileges::drop_all_but(&caps)
         .context("dropping capabilities after attaching (nothing is left attached)")?;
+    let kept = if keep.is_empty() {
+        "none".to_owned()
+    } else {
+        let described: Vec<String> = keep
+            .iter()
+            .map(|(cap, why)| format!("{} ({why})", cap.name()))
+            .collect();
+        described.join(", ")
+    };
     log::info!(
-        "capabilities dropped after attaching: kept {}{}",
-        if clsact {
-            "CAP_NET_ADMIN (to remove the clsact filter at exit)"
-        } else {
-            "none"
-        },
+        "capabilities dropped after attaching: kept {kept}{}",
         if dropped.bounding_dropped {
             ""
         } else {
@@ -243,7 +310,7 @@ fn drop_privileges(egress: bool) -> anyhow::Result<()> {
 pub fn run(settings: Settings) -> anyhow::Result<()> {
     let security = load_web_config(&settings)?;
     let limits = endpoint_limits(settings.web_max_requests);
-    let (names, pin_root) = preflight(&settings)?;
+    let chosen = preflight(&settings)?;
     let listener = std::net::TcpListener::bind(settings.listen).with_context(|| {
         format!(
             "listening on {} for metrics; choose another address with --listen",
@@ -257,7 +324,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let result = runtime.block_on(serve(settings, names, pin_root, listener, security, limits));
+    let result = runtime.block_on(serve(settings, chosen, listener, security, limits));
     // Dropping the runtime drops every task, and with them the last references to the
     // interfaces: their programs detach here at the latest.
     drop(runtime);
@@ -339,10 +406,57 @@ fn start_alerting(settings: &Settings) -> anyhow::Result<Option<Mutex<Alerting>>
     Ok(Some(Mutex::new(alerting)))
 }
 
+/// What the startup attach brought.
+struct Attached {
+    interfaces: Vec<Interface>,
+    loggers: Vec<(String, crate::dataplane::KernelLogger)>,
+    /// The links attached.
+    links: Vec<Link>,
+    /// Links matched only by a glob that failed, with why (retried on link events).
+    failed: BTreeMap<String, String>,
+}
+
+/// Attaches every chosen link. A failure on an exactly named link (or any, when link
+/// events are not followed) is fatal; everything attached so far then detaches.
+fn attach_chosen(
+    links: Vec<(Link, bool)>,
+    options: AttachOptions,
+    reattach: bool,
+) -> anyhow::Result<Attached> {
+    let mut attached = Attached {
+        interfaces: Vec::with_capacity(links.len()),
+        loggers: Vec::new(),
+        links: Vec::new(),
+        failed: BTreeMap::new(),
+    };
+    for (link, fatal) in links {
+        match Interface::attach(&link, options) {
+            Ok((interface, logger)) => {
+                attached.interfaces.push(interface);
+                if let Some(logger) = logger {
+                    attached.loggers.push((link.name.clone(), logger));
+                }
+                attached.links.push(link);
+            }
+            // On error, `attached` is dropped on return: everything attached so far detaches.
+            Err(error) if fatal || !reattach => return Err(error),
+            Err(error) => {
+                log::error!(
+                    "{}: not attached: {error:#}; retrying on the next link event",
+                    link.name
+                );
+                attached
+                    .failed
+                    .insert(link.name.clone(), format!("{error:#}"));
+            }
+        }
+    }
+    Ok(attached)
+}
+
 async fn serve(
     settings: Settings,
-    names: Vec<String>,
-    pin_root: Option<&'static std::path::Path>,
+    chosen: Chosen,
     listener: std::net::TcpListener,
     security: crate::web::Security,
     limits: http::Limits,
@@ -354,7 +468,15 @@ async fn serve(
     let listener =
         tokio::net::TcpListener::from_std(listener).context("registering the metrics socket")?;
 
+    // Subscribed before attaching, so that no link event after the preflight's dump is
+    // missed (the watcher re-reads every link once when it starts).
+    let events = settings
+        .reattach
+        .then(LinkEvents::subscribe)
+        .transpose()
+        .context("subscribing to link events (or run with --no-reattach)")?;
     let options = AttachOptions {
+        hook: settings.hook,
         xdp_mode: settings.xdp_mode,
         egress: settings.egress,
         load: LoadOptions {
@@ -363,34 +485,48 @@ async fn serve(
             possible_cpus: None,
             payload: true,
         },
-        pin_root,
+        pin_root: chosen.pin_root,
     };
-    let mut interfaces = Vec::with_capacity(names.len());
-    let mut loggers = Vec::new();
-    for name in &names {
-        // On error, `interfaces` is dropped on return: everything attached so far detaches.
-        let (interface, logger) = Interface::attach(name, options)?;
-        interfaces.push(interface);
-        if let Some(logger) = logger {
-            loggers.push((name.clone(), logger));
-        }
-    }
-    drop_privileges(settings.egress)?;
+    let Attached {
+        mut interfaces,
+        loggers,
+        links: attached,
+        failed,
+    } = attach_chosen(chosen.links, options, settings.reattach)?;
+    let watcher = events.map(|events| {
+        (
+            events,
+            Watcher::new(
+                chosen.selection.clone(),
+                options,
+                settings.pin.cleanup,
+                &attached,
+                failed,
+            ),
+        )
+    });
+    drop_privileges(privileges::Needs {
+        egress: settings.egress,
+        hook: settings.hook,
+        reattach: watcher.is_some(),
+        load: watcher.is_some() && chosen.selection.has_globs(),
+    })?;
     let alerting = start_alerting(&settings)?;
     let classes = PortClasses::new(&settings.policy);
-    let series_budget = classes.interface_budget(settings.budget) * interfaces.len() as u64;
+    let interface_budget = classes.interface_budget(settings.budget);
     let plan = slice_plan(
         aya::util::nr_cpus().map_or(1, |cpus| u32::try_from(cpus).unwrap_or(u32::MAX)),
         settings.max_slices,
     );
     log::info!(
         "counter maps: {} interface(s) x {} slice(s) x {} KiB = {} MiB of kernel memory; \
-         reading every {}; series budget {series_budget}; metrics on {}://{}/metrics",
+         reading every {}; series budget {}; metrics on {}://{}/metrics",
         interfaces.len(),
         plan.slices,
         SLICE_BYTES / 1024,
         interfaces.len() as u64 * plan.map_bytes() / (1024 * 1024),
         crate::config::duration::format(settings.interval),
+        interface_budget * interfaces.len() as u64,
         security.scheme(),
         settings.listen,
     );
@@ -399,11 +535,11 @@ async fn serve(
         interface.settle_pins(settings.pin.cleanup);
     }
     let daemon = Arc::new(Daemon {
-        interfaces,
+        interfaces: RwLock::new(interfaces),
         policy: settings.policy,
         classes,
         budget: settings.budget,
-        series_budget,
+        interface_budget,
         alerting,
         interval: settings.interval,
     });
@@ -413,6 +549,9 @@ async fn serve(
         .into_iter()
         .filter_map(|(name, logger)| kernel_log::spawn(name, logger))
         .collect();
+    if let Some((events, watcher)) = watcher {
+        tasks.push(tokio::spawn(watcher.run(events, Arc::clone(&daemon))));
+    }
     let reader = Arc::clone(&daemon);
     let interval = settings.interval;
     tasks.push(tokio::spawn(async move {
@@ -423,7 +562,7 @@ async fn serve(
             reader.read_all();
         }
     }));
-    let leaving = if pin_root.is_some() && !settings.pin.cleanup {
+    let leaving = if chosen.pin_root.is_some() && !settings.pin.cleanup {
         "stopping; the pinned programs stay attached"
     } else {
         "detaching"

@@ -171,7 +171,21 @@ const fn align4(length: usize) -> usize {
 }
 
 /// Parses one datagram of the dump into `links`; true once `NLMSG_DONE` is seen.
-fn parse_datagram(mut datagram: &[u8], links: &mut Vec<Link>) -> Result<bool, NetlinkError> {
+fn parse_datagram(datagram: &[u8], links: &mut Vec<Link>) -> Result<bool, NetlinkError> {
+    for_each_message(datagram, |kind, message| {
+        if kind == libc::RTM_NEWLINK {
+            links.push(parse_link(message)?);
+        }
+        Ok(())
+    })
+}
+
+/// Calls `f(type, payload)` for every message of `datagram` but `NLMSG_DONE` and
+/// `NLMSG_ERROR`; true once `NLMSG_DONE` is seen, a kernel error ends it as an error.
+pub(super) fn for_each_message(
+    mut datagram: &[u8],
+    mut f: impl FnMut(u16, &[u8]) -> Result<(), NetlinkError>,
+) -> Result<bool, NetlinkError> {
     while datagram.len() >= NLMSG_HDRLEN {
         let length = u32_at(datagram, 0).ok_or(NetlinkError::Malformed("header"))? as usize;
         let kind = u16_at(datagram, 4).ok_or(NetlinkError::Malformed("header"))?;
@@ -190,8 +204,7 @@ fn parse_datagram(mut datagram: &[u8], links: &mut Vec<Link>) -> Result<bool, Ne
                     return Err(NetlinkError::Kernel(io::Error::from_raw_os_error(-code)));
                 }
             }
-            libc::RTM_NEWLINK => links.push(parse_link(message)?),
-            _ => {}
+            _ => f(kind, message)?,
         }
         datagram = datagram.get(align4(length)..).unwrap_or_default();
     }
@@ -209,7 +222,8 @@ fn attributes(mut bytes: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
     })
 }
 
-fn parse_link(message: &[u8]) -> Result<Link, NetlinkError> {
+/// Parses an `ifinfomsg` with its attributes (`RTM_NEWLINK`, `RTM_DELLINK`).
+pub(super) fn parse_link(message: &[u8]) -> Result<Link, NetlinkError> {
     let index = u32_at(message, 4).ok_or(NetlinkError::Malformed("ifinfomsg"))?;
     let flags = u32_at(message, 8).ok_or(NetlinkError::Malformed("ifinfomsg"))?;
     let mut link = Link {

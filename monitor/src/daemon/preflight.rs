@@ -3,7 +3,10 @@
 
 use aya::util::KernelVersion;
 
-use super::netlink::{Link, XdpProgram};
+use super::{
+    netlink::{Link, XdpProgram},
+    selection::{PatternError, Selection, Selector},
+};
 
 /// `BPF_F_MMAPABLE` arrays (the counter map is read through `mmap`): commit fc9702273e2e
 /// "bpf: Add mmap() support for BPF_MAP_TYPE_ARRAY", Linux 5.5.
@@ -74,6 +77,9 @@ pub fn check_kernel(version: KernelVersion) -> Result<KernelFeatures, KernelTooO
 /// An interface problem, with the fix in the message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InterfaceError {
+    /// A malformed `--iface` pattern.
+    #[error(transparent)]
+    Pattern(#[from] PatternError),
     /// A requested interface does not exist.
     #[error(
         "unknown interface {name:?}; the interfaces here are: {available}. Pass one with --iface"
@@ -93,12 +99,13 @@ pub enum InterfaceError {
         /// Every interface of this namespace.
         available: String,
     },
-    /// An XDP program is attached already.
+    /// An XDP program is attached already (and `--hook xdp` was asked for).
     #[error(
         "interface {interface} already has XDP program id {id} attached ({mode} mode); \
-         portmon never replaces another program. See what it is with `bpftool prog show id {id}` \
-         and detach it first (for example `ip link set dev {interface} xdp off`), or leave \
-         {interface} out of --iface"
+         portmon never replaces another program. Count on TC ingress instead with \
+         --hook auto (or tc); or see what it is with `bpftool prog show id {id}` and detach \
+         it first (for example `ip link set dev {interface} xdp off`), or leave {interface} \
+         out of --iface"
     )]
     XdpTaken {
         /// The interface.
@@ -118,12 +125,25 @@ fn available(links: &[Link]) -> String {
 /// The interfaces to attach to: the requested ones, or every up, non-loopback one.
 ///
 /// # Errors
-/// An unknown name, or nothing to attach to.
+/// A malformed pattern, an unknown name, or nothing to attach to.
 pub fn select_interfaces<'a>(
     requested: &[String],
     links: &'a [Link],
 ) -> Result<Vec<&'a Link>, InterfaceError> {
-    if requested.is_empty() {
+    select(&Selection::parse(requested)?, links)
+}
+
+/// The interfaces `selection` picks now: every exact name (which must exist), then every
+/// link a glob matches (possibly none: more may appear later). An empty selection takes
+/// every up, non-loopback interface.
+///
+/// # Errors
+/// An unknown exact name, or, with an empty selection, nothing up.
+pub fn select<'a>(
+    selection: &Selection,
+    links: &'a [Link],
+) -> Result<Vec<&'a Link>, InterfaceError> {
+    if selection.is_empty() {
         let chosen: Vec<&Link> = links.iter().filter(|l| l.up && !l.loopback).collect();
         if chosen.is_empty() {
             return Err(InterfaceError::NoneUp {
@@ -133,16 +153,26 @@ pub fn select_interfaces<'a>(
         return Ok(chosen);
     }
     let mut chosen: Vec<&Link> = Vec::new();
-    for name in requested {
-        let link = links
-            .iter()
-            .find(|link| &link.name == name)
-            .ok_or_else(|| InterfaceError::Unknown {
-                name: name.clone(),
-                available: available(links),
-            })?;
-        if !chosen.iter().any(|known| known.index == link.index) {
-            chosen.push(link);
+    for selector in selection.selectors() {
+        let matched: Vec<&Link> = match selector {
+            Selector::Exact(name) => vec![
+                links
+                    .iter()
+                    .find(|link| &link.name == name)
+                    .ok_or_else(|| InterfaceError::Unknown {
+                        name: name.clone(),
+                        available: available(links),
+                    })?,
+            ],
+            Selector::Glob(_) => links
+                .iter()
+                .filter(|link| selector.matches(&link.name))
+                .collect(),
+        };
+        for link in matched {
+            if !chosen.iter().any(|known| known.index == link.index) {
+                chosen.push(link);
+            }
         }
     }
     Ok(chosen)

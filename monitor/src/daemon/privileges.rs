@@ -8,9 +8,21 @@
 //! either. The one exception is TC through a clsact qdisc (kernels before 6.6): removing
 //! that netlink filter needs `CAP_NET_ADMIN`, so it is kept there.
 //!
-//! Not implemented yet: re-attaching on interface events (an interface that appears or
-//! comes back later). Whoever adds it must keep `CAP_BPF`, `CAP_NET_ADMIN` and
-//! `CAP_PERFMON` (or move attaching to a privileged helper).
+//! Following link events ([`super::link_watch`]) may need more, see [`keep`]:
+//!
+//! * Re-attaching the programs already loaded to a link that came back is one
+//!   `BPF_LINK_CREATE` with the program's fd. On Linux 6.5 and later no capability is
+//!   checked there: `link_create()` (kernel/bpf/syscall.c) dispatches to
+//!   `bpf_xdp_link_attach()` (net/core/dev.c) and `tcx_link_attach()` (kernel/bpf/tcx.c),
+//!   none of which calls `capable()`; holding the program fd is the privilege, and the
+//!   capability checks sit in `BPF_PROG_LOAD` (`bpf_capable()`, and CAP_NET_ADMIN for
+//!   `is_net_admin_prog_type()`) and `BPF_MAP_CREATE`. Before 6.5, `__sys_bpf()` refused
+//!   every command without `CAP_BPF` while `kernel.unprivileged_bpf_disabled` is set
+//!   (the default on most distributions), so `CAP_BPF` is kept there. Verified on 6.18 by
+//!   tests/tests/link_events.rs, which re-attaches with no capability left.
+//! * Attaching to an interface that appears later and matches a glob loads a fresh data
+//!   plane: `CAP_BPF`, `CAP_PERFMON` and `CAP_NET_ADMIN`, as at startup.
+//! * clsact (TC before 6.6) is netlink: `CAP_NET_ADMIN`, to re-attach and to detach.
 //!
 //! Capabilities are per thread on Linux (`capset(2)` changes the calling thread only), and
 //! a new thread copies its creator's. The daemon drops on its runtime thread before any
@@ -20,7 +32,64 @@
 
 use std::{fs, io};
 
-use crate::caps::Capability;
+use aya::util::KernelVersion;
+
+use super::preflight::MIN_TCX;
+use crate::{attach::Hook, caps::Capability};
+
+/// Before this, every `bpf()` command needs `CAP_BPF` while
+/// `kernel.unprivileged_bpf_disabled` is set; see the module documentation.
+pub const MIN_FD_ONLY_LINK_CREATE: KernelVersion = KernelVersion::new(6, 5, 0);
+
+/// What the daemon still does after attaching, which decides what it keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Needs {
+    /// TC egress is attached.
+    pub egress: bool,
+    /// Where ingress is counted (TC ingress for `tc`, and possibly for `auto`).
+    pub hook: Hook,
+    /// Links that come back are re-attached (link events are followed).
+    pub reattach: bool,
+    /// Interfaces that appear later get a fresh data plane (a glob and link events).
+    pub load: bool,
+}
+
+/// The capabilities to keep for `needs` on `kernel` (`None`: unknown, assume old), each
+/// with why.
+#[must_use]
+pub fn keep(needs: &Needs, kernel: Option<KernelVersion>) -> Vec<(Capability, &'static str)> {
+    let older = |version| kernel.is_none_or(|kernel| kernel < version);
+    let clsact = older(MIN_TCX) && (needs.egress || needs.hook != Hook::Xdp);
+    let mut keep: Vec<(Capability, &'static str)> = Vec::new();
+    if needs.load {
+        keep.push((
+            Capability::Bpf,
+            "to load programs for interfaces that appear later",
+        ));
+        keep.push((
+            Capability::NetAdmin,
+            "to load and attach programs for interfaces that appear later",
+        ));
+        keep.push((
+            Capability::Perfmon,
+            "to load programs for interfaces that appear later",
+        ));
+    } else {
+        if needs.reattach && older(MIN_FD_ONLY_LINK_CREATE) {
+            keep.push((
+                Capability::Bpf,
+                "to re-attach interfaces that come back: bpf() needs it before Linux 6.5",
+            ));
+        }
+        if clsact {
+            keep.push((
+                Capability::NetAdmin,
+                "to remove the clsact filters at exit and re-attach them",
+            ));
+        }
+    }
+    keep
+}
 
 /// `_LINUX_CAPABILITY_VERSION_3` from `linux/capability.h`: two 32-bit words per set.
 const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
@@ -282,6 +351,78 @@ mod tests {
             None,
             "incomplete status is not guessed"
         );
+    }
+
+    #[test]
+    fn what_is_kept_per_need_and_kernel() {
+        use Capability::{Bpf, NetAdmin, Perfmon};
+        let needs = |egress, hook, reattach, load| Needs {
+            egress,
+            hook,
+            reattach,
+            load,
+        };
+        let new = Some(KernelVersion::new(6, 18, 0));
+        let k6_1 = Some(KernelVersion::new(6, 1, 0));
+        let k6_5 = Some(KernelVersion::new(6, 5, 0));
+        // (case, needs, kernel, expected)
+        let cases: &[(&str, Needs, Option<KernelVersion>, &[Capability])] = &[
+            (
+                "fixed names, no re-attach",
+                needs(true, Hook::Auto, false, false),
+                new,
+                &[],
+            ),
+            (
+                "fixed names, re-attach on 6.18",
+                needs(true, Hook::Auto, true, false),
+                new,
+                &[],
+            ),
+            (
+                "re-attach on 6.5 (tcx missing)",
+                needs(false, Hook::Xdp, true, false),
+                k6_5,
+                &[],
+            ),
+            (
+                "re-attach on 6.1 with egress",
+                needs(true, Hook::Xdp, true, false),
+                k6_1,
+                &[Bpf, NetAdmin],
+            ),
+            (
+                "no re-attach on 6.1, xdp only",
+                needs(false, Hook::Xdp, false, false),
+                k6_1,
+                &[],
+            ),
+            (
+                "no re-attach on 6.1, auto may use TC",
+                needs(false, Hook::Auto, false, false),
+                k6_1,
+                &[NetAdmin],
+            ),
+            (
+                "glob on 6.18",
+                needs(true, Hook::Auto, true, true),
+                new,
+                &[Bpf, NetAdmin, Perfmon],
+            ),
+            (
+                "unknown kernel re-attach",
+                needs(false, Hook::Xdp, true, false),
+                None,
+                &[Bpf],
+            ),
+        ];
+        for (case, needs, kernel, expected) in cases {
+            let kept: Vec<Capability> = keep(needs, *kernel)
+                .into_iter()
+                .map(|(cap, _)| cap)
+                .collect();
+            assert_eq!(kept, *expected, "case {case}");
+        }
     }
 
     #[test]

@@ -64,8 +64,10 @@ pub struct FiringAlert {
 pub struct InterfaceView {
     /// Interface name.
     pub name: String,
-    /// Hooks in use.
+    /// Hooks in use; while `detached`, the hooks used before the link went.
     pub attachments: Vec<Attachment>,
+    /// The link is gone (deleted); its counters stay, `portmon_attached` says 0.
+    pub detached: bool,
     /// Per-port series after the budget.
     pub ports: Vec<PortSample>,
     /// Packets not counted under a port, by reason.
@@ -86,7 +88,7 @@ pub struct InterfaceView {
 /// One attached hook.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Attachment {
-    /// `xdp` or `tc_egress`.
+    /// `xdp`, `tc_ingress` or `tc_egress`.
     pub hook: &'static str,
     /// `native`/`generic` for XDP, `tcx`/`clsact` for TC.
     pub mode: &'static str,

@@ -213,7 +213,8 @@ fn self_metrics(encoder: &mut Encoder<'_>, view: &View<'_>) {
     encoder.family(
         "portmon_attached",
         Kind::Gauge,
-        "1 per attached hook: xdp (mode native or generic) and tc_egress (mode tcx or clsact).",
+        "1 per attached hook: xdp (mode native or generic), tc_ingress where the XDP hook is \
+         taken, tc_egress (mode tcx or clsact); 0 while the interface is gone.",
     );
     for interface in &view.interfaces {
         for attachment in &interface.attachments {
@@ -223,7 +224,7 @@ fn self_metrics(encoder: &mut Encoder<'_>, view: &View<'_>) {
                     ("hook", attachment.hook),
                     ("mode", attachment.mode),
                 ],
-                1,
+                u64::from(!interface.detached),
             );
         }
     }
@@ -336,6 +337,7 @@ mod tests {
             policy,
             interfaces: vec![InterfaceView {
                 name: "veth0".into(),
+                detached: false,
                 attachments: vec![
                     Attachment {
                         hook: "xdp",
@@ -457,6 +459,23 @@ mod tests {
                 .any(|l| l.starts_with("portmon_tcp_syn_total") && l.contains("port=\"53\"")),
             "UDP ports have no SYN series:\n{text}"
         );
+    }
+
+    #[test]
+    fn a_detached_interface_keeps_its_hooks_at_zero() {
+        let policy = Policy::builtin();
+        let mut view = view(&policy);
+        view.interfaces[0].detached = true;
+        let text = render(&view, Format::Prometheus);
+        for line in [
+            "portmon_attached{interface=\"veth0\",hook=\"xdp\",mode=\"generic\"} 0",
+            "portmon_attached{interface=\"veth0\",hook=\"tc_egress\",mode=\"tcx\"} 0",
+        ] {
+            assert!(
+                lines(&text).contains(&line),
+                "expected {line:?} while the link is gone, in:\n{text}"
+            );
+        }
     }
 
     #[test]

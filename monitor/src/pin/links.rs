@@ -68,11 +68,15 @@ enum ReuseError {
     Load(#[from] LoadError),
 }
 
-fn xdp_hook(mode: XdpModeInUse) -> String {
+/// The pin name's hook part of an XDP link in `mode` (`xdp_native`).
+#[must_use]
+pub fn xdp_hook(mode: XdpModeInUse) -> String {
     format!("xdp_{}", mode.as_str())
 }
 
-fn tc_hook(attach_type: TcAttachType) -> &'static str {
+/// The pin name's hook part of a TC link (`tc_ingress`, `tc_egress`).
+#[must_use]
+pub fn tc_hook(attach_type: TcAttachType) -> &'static str {
     match attach_type {
         TcAttachType::Ingress => "tc_ingress",
         TcAttachType::Egress => "tc_egress",
@@ -164,7 +168,12 @@ pub fn attach_xdp(
 
 fn reuse_xdp(data_plane: &mut DataPlane, path: &Path) -> Result<(), ReuseError> {
     let link = XdpLink::try_from(FdLink::from(PinnedLink::from_pin(path)?))?;
-    data_plane.xdp_mut()?.attach_to_link(link)?;
+    let xdp = data_plane.xdp_mut()?;
+    let id = xdp.attach_to_link(link)?;
+    // Held like a new pinned link, so that the interface's hooks can be detached alone
+    // (daemon/hooks.rs: unpin, then `DataPlane::release_links`).
+    let link = FdLink::try_from(xdp.take_link(id)?)?;
+    data_plane.hold_link(link);
     Ok(())
 }
 
@@ -174,7 +183,10 @@ fn reuse_tc(
     path: &Path,
 ) -> Result<(), ReuseError> {
     let link = SchedClassifierLink::try_from(FdLink::from(PinnedLink::from_pin(path)?))?;
-    data_plane.classifier_mut(program)?.attach_to_link(link)?;
+    let classifier = data_plane.classifier_mut(program)?;
+    let id = classifier.attach_to_link(link)?;
+    let link = FdLink::try_from(classifier.take_link(id)?)?;
+    data_plane.hold_link(link);
     Ok(())
 }
 
