@@ -270,8 +270,9 @@ pub fn attach_tc_link(
 
 /// Attaches the program counting ingress on `interface` as `hook` asks; `taken` is the
 /// XDP program another party holds there, if any (from the netlink dump). With
-/// [`Hook::Auto`] a taken hook, or an XDP attach the kernel refuses, falls back to TC
-/// ingress, and the log says why.
+/// [`Hook::Auto`] a taken hook falls back to TC ingress, and so does an XDP attach the
+/// kernel refuses in both modes (with [`XdpMode::Auto`]; an explicit mode is a request
+/// for XDP, whose failure is returned); the log says why.
 ///
 /// # Errors
 /// [`AttachError::XdpTaken`] for [`Hook::Xdp`] on a taken hook; the kernel's refusal
@@ -329,6 +330,8 @@ pub fn attach_ingress(
             );
             tc(data_plane)
         }
+        // An explicit --xdp-mode is a request for XDP: its failure is the answer.
+        (Hook::Auto, None) if xdp_mode != XdpMode::Auto => xdp(data_plane),
         (Hook::Auto, None) => xdp(data_plane).or_else(|error| {
             log::warn!(
                 "{interface}: {error}; counting ingress on TC ingress instead (--hook auto)"

@@ -66,11 +66,12 @@ impl Hooks {
             pins,
         )
         .with_context(|| match (options.hook, options.xdp_mode) {
-            (Hook::Xdp, XdpMode::Native) => format!(
+            (Hook::Xdp | Hook::Auto, XdpMode::Native) => format!(
                 "attaching XDP to {name} in native mode; the driver may not support it: \
                  try --xdp-mode generic or auto"
             ),
-            (Hook::Xdp | Hook::Auto, _) => format!("attaching the ingress program to {name}"),
+            (Hook::Xdp, _) => format!("attaching XDP to {name}"),
+            (Hook::Auto, _) => format!("attaching the ingress program to {name}"),
             (Hook::Tc, _) => format!("attaching the TC ingress program to {name}"),
         })?;
         hooks.attached.push(ingress);
