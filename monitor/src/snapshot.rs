@@ -215,6 +215,8 @@ fn interface_snapshot(view: &View<'_>, interface: &metrics::InterfaceView) -> In
         attachments: interface
             .attachments
             .iter()
+            // While its link is gone, nothing is in use (`portmon_attached` says 0).
+            .filter(|_| !interface.detached)
             .map(|attachment| AttachmentSnapshot {
                 hook: attachment.hook.to_owned(),
                 mode: attachment.mode.to_owned(),
