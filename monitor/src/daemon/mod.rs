@@ -454,6 +454,43 @@ fn attach_chosen(
     Ok(attached)
 }
 
+/// How every interface is attached, now and on link events.
+fn attach_options(
+    settings: &Settings,
+    pin_root: Option<&'static std::path::Path>,
+) -> AttachOptions {
+    AttachOptions {
+        hook: settings.hook,
+        xdp_mode: settings.xdp_mode,
+        egress: settings.egress,
+        load: LoadOptions {
+            max_slices: settings.max_slices,
+            debug: settings.debug_kernel,
+            possible_cpus: None,
+            payload: true,
+        },
+        pin_root,
+    }
+}
+
+/// One line on kernel memory, reading interval, series budget and the endpoint.
+fn log_memory(settings: &Settings, interfaces: usize, interface_budget: u64, scheme: &str) {
+    let plan = slice_plan(
+        aya::util::nr_cpus().map_or(1, |cpus| u32::try_from(cpus).unwrap_or(u32::MAX)),
+        settings.max_slices,
+    );
+    log::info!(
+        "counter maps: {interfaces} interface(s) x {} slice(s) x {} KiB = {} MiB of kernel \
+         memory; reading every {}; series budget {}; metrics on {scheme}://{}/metrics",
+        plan.slices,
+        SLICE_BYTES / 1024,
+        interfaces as u64 * plan.map_bytes() / (1024 * 1024),
+        crate::config::duration::format(settings.interval),
+        interface_budget * interfaces as u64,
+        settings.listen,
+    );
+}
+
 async fn serve(
     settings: Settings,
     chosen: Chosen,
@@ -475,18 +512,7 @@ async fn serve(
         .then(LinkEvents::subscribe)
         .transpose()
         .context("subscribing to link events (or run with --no-reattach)")?;
-    let options = AttachOptions {
-        hook: settings.hook,
-        xdp_mode: settings.xdp_mode,
-        egress: settings.egress,
-        load: LoadOptions {
-            max_slices: settings.max_slices,
-            debug: settings.debug_kernel,
-            possible_cpus: None,
-            payload: true,
-        },
-        pin_root: chosen.pin_root,
-    };
+    let options = attach_options(&settings, chosen.pin_root);
     let Attached {
         mut interfaces,
         loggers,
@@ -514,21 +540,11 @@ async fn serve(
     let alerting = start_alerting(&settings)?;
     let classes = PortClasses::new(&settings.policy);
     let interface_budget = classes.interface_budget(settings.budget);
-    let plan = slice_plan(
-        aya::util::nr_cpus().map_or(1, |cpus| u32::try_from(cpus).unwrap_or(u32::MAX)),
-        settings.max_slices,
-    );
-    log::info!(
-        "counter maps: {} interface(s) x {} slice(s) x {} KiB = {} MiB of kernel memory; \
-         reading every {}; series budget {}; metrics on {}://{}/metrics",
+    log_memory(
+        &settings,
         interfaces.len(),
-        plan.slices,
-        SLICE_BYTES / 1024,
-        interfaces.len() as u64 * plan.map_bytes() / (1024 * 1024),
-        crate::config::duration::format(settings.interval),
-        interface_budget * interfaces.len() as u64,
+        interface_budget,
         security.scheme(),
-        settings.listen,
     );
     // Started: from now on the pins stay at exit, unless --cleanup.
     for interface in &mut interfaces {
