@@ -8,9 +8,12 @@ use anyhow::Context as _;
 
 use super::http::{Endpoint, FetchError};
 use crate::{
-    attach::XdpMode,
+    attach::{Hook, XdpMode},
     config::defaults,
-    daemon::interface::{AttachOptions, Interface},
+    daemon::{
+        interface::{AttachOptions, Interface},
+        netlink,
+    },
     dataplane::LoadOptions,
     metrics::{
         View,
@@ -36,16 +39,22 @@ impl Local {
     /// A failed load or attach; whatever was attached is detached again.
     pub fn attach(names: &[String], interval: Duration) -> anyhow::Result<Self> {
         let options = AttachOptions {
+            hook: Hook::Auto,
             xdp_mode: XdpMode::Auto,
             egress: true,
             load: LoadOptions::default(),
             // Nothing of a viewer may outlive it: no pins, the programs go when it exits.
             pin_root: None,
         };
+        let links = netlink::links().context("listing the network interfaces")?;
         let mut interfaces = Vec::with_capacity(names.len());
         for name in names {
+            let link = links
+                .iter()
+                .find(|link| &link.name == name)
+                .with_context(|| format!("portmon top: no interface {name}"))?;
             // The kernel log stream is only for `portmon run --debug-kernel`.
-            let (interface, _logger) = Interface::attach(name, options).with_context(|| {
+            let (interface, _logger) = Interface::attach(link, options).with_context(|| {
                 format!(
                     "portmon top attaching to {name} itself (no daemon answered); it needs \
                      root, or CAP_BPF and CAP_NET_ADMIN and CAP_PERFMON"
