@@ -73,6 +73,10 @@ pub struct PortTotals {
     pub range: String,
     /// `plaintext`, `secure`, `ambiguous` or `unknown`.
     pub security: String,
+    /// For an ambiguous port whose payloads were classified: the security the evidence
+    /// resolves it to (`portmon_port_resolved_security`), e.g. SNMP v2c `plaintext`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_security: Option<String>,
     /// Packets.
     pub packets: u64,
     /// Bytes (frame length at the hook).
@@ -185,6 +189,7 @@ pub fn build(view: &View<'_>, interval: Duration, now: SystemTime) -> Snapshot {
 
 fn interface_snapshot(view: &View<'_>, interface: &metrics::InterfaceView) -> InterfaceSnapshot {
     let mut ranges = [[Counter::default(); RANGES.len()]; 2];
+    let resolved = metrics::payload::resolved_ambiguous(view.policy, &interface.payload.ports);
     let ports = interface
         .ports
         .iter()
@@ -204,6 +209,12 @@ fn interface_snapshot(view: &View<'_>, interface: &metrics::InterfaceView) -> In
                 service: labels.service,
                 range: labels.range.to_owned(),
                 security: labels.security.to_owned(),
+                resolved_security: sample.port.and_then(|port| {
+                    resolved
+                        .iter()
+                        .find(|&&(l4, p, _)| l4 == sample.l4 && p == port)
+                        .map(|&(_, _, security)| security.as_str().to_owned())
+                }),
                 packets: sample.counter.packets,
                 bytes: sample.counter.bytes,
                 syns: sample.counter.syns,
@@ -480,6 +491,39 @@ mod tests {
                 hook: "xdp".into(),
                 mode: "generic".into()
             }
+        );
+    }
+
+    #[test]
+    fn payload_evidence_resolves_an_ambiguous_port_in_the_snapshot() {
+        use monitor_common::payload::PayloadKind;
+
+        use crate::metrics::payload::{KINDS, PayloadSample};
+
+        let policy = Policy::builtin();
+        let mut view = view(&policy);
+        view.interfaces[0]
+            .ports
+            .push(sample(Direction::Ingress, L4::Udp, Some(161), 0, 3));
+        let mut counts = [0; KINDS];
+        counts[PayloadKind::SnmpV2c as usize] = 3;
+        view.interfaces[0].payload.ports.push(PayloadSample {
+            direction: Direction::Ingress,
+            l4: L4::Udp,
+            port: 161,
+            counts,
+        });
+        let snapshot = build(&view, Duration::from_secs(1), UNIX_EPOCH);
+        let snmp = port(&snapshot, "ingress", Some(161));
+        assert_eq!(
+            (snmp.security.as_str(), snmp.resolved_security.as_deref()),
+            ("ambiguous", Some("plaintext")),
+            "SNMP v2c payloads resolve 161/udp to plaintext; the label stays as exported"
+        );
+        assert_eq!(
+            port(&snapshot, "ingress", Some(23)).resolved_security,
+            None,
+            "no evidence, no resolution"
         );
     }
 

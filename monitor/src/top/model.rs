@@ -58,7 +58,7 @@ pub struct PortRow {
     pub service: String,
     /// Port range.
     pub range: String,
-    /// Security label as exported.
+    /// Security label as exported, or what payload evidence resolved an ambiguous port to.
     pub security: String,
     /// Rates since the previous snapshot.
     pub rate: Rate,
@@ -186,7 +186,10 @@ pub fn rates(before: &Snapshot, after: &Snapshot) -> Rates {
                 port: port.port,
                 service: port.service.clone(),
                 range: port.range.clone(),
-                security: port.security.clone(),
+                security: port
+                    .resolved_security
+                    .clone()
+                    .unwrap_or_else(|| port.security.clone()),
                 rate: rate(delta(then, (port.packets, port.bytes, port.syns)), seconds),
             });
         }
@@ -363,6 +366,7 @@ pub(crate) mod tests {
                 "registered".into()
             },
             security: security.into(),
+            resolved_security: None,
             packets,
             bytes: packets * 100,
             syns: if protocol == "tcp" { packets } else { 0 },
@@ -547,6 +551,15 @@ pub(crate) mod tests {
             state.sort = state.sort.next();
             assert_eq!(state.sort, expected, "s cycles");
         }
+    }
+
+    #[test]
+    fn payload_evidence_overrides_the_ambiguous_label() {
+        let mut after = snapshot(1_000, 2);
+        after.interfaces[0].ports[2].resolved_security = Some("secure".into());
+        let rates = rates(&snapshot(0, 1), &after);
+        assert_eq!(row(&rates, Some(53)).security, "secure", "resolved");
+        assert_eq!(row(&rates, Some(23)).security, "plaintext", "unresolved");
     }
 
     #[test]
