@@ -1,6 +1,8 @@
 //! Least privilege: the real `portmon run` holds no capability once attached (in every
-//! thread: capabilities are per thread on Linux), still serves /metrics and still detaches
-//! everything on SIGTERM; `portmon check` reports OK as root and names the missing
+//! thread: capabilities are per thread on Linux), also while it follows link events for the
+//! exactly named interface (re-attaching needs none on 6.5+; link_events.rs re-attaches so,
+//! and checks that a glob keeps exactly CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON), still serves
+//! /metrics and still detaches everything on SIGTERM; `portmon check` reports OK as root and names the missing
 //! capabilities, exiting 1, without them. Needs root.
 
 #![expect(clippy::expect_used, reason = "tests panic with what they expected")]
