@@ -131,6 +131,9 @@ struct RunArgs {
     /// Log every packet from the kernel programs (debug level; costly).
     #[arg(long, env = "PORTMON_DEBUG_KERNEL")]
     debug_kernel: bool,
+    /// Do not classify payloads (no portmon_payload_packets_total, no mismatch alerts).
+    #[arg(long, env = "PORTMON_NO_PAYLOAD")]
+    no_payload: bool,
     /// Log lines as text or as one JSON object per line [default: text].
     #[arg(long, value_enum, env = "PORTMON_LOG_FORMAT")]
     log_format: Option<LogFormat>,
@@ -253,6 +256,7 @@ fn settings(args: RunArgs, loaded: Loaded) -> Settings {
         },
         max_slices: args.max_slices.unwrap_or(file.max_slices),
         debug_kernel: args.debug_kernel || file.debug_kernel,
+        payload: file.payload && !args.no_payload,
         policy: loaded.policy,
         alerts: loaded.alerts,
         pin: daemon::PinSettings {

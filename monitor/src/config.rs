@@ -73,6 +73,10 @@ impl Default for Loaded {
 /// `[daemon]`: every `portmon run` flag, under the same name with `_` for `-`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "one field per on/off switch of `portmon run`, as the flags name them"
+)]
 pub struct DaemonConfig {
     /// Interfaces to attach to, names or globs; empty means every up, non-loopback one.
     pub iface: Vec<String>,
@@ -98,6 +102,8 @@ pub struct DaemonConfig {
     pub max_slices: u32,
     /// Per-packet debug logging in the kernel programs.
     pub debug_kernel: bool,
+    /// Payload classification of the tracked ports (`--no-payload` is `payload = false`).
+    pub payload: bool,
     /// Log lines as human-readable text or one JSON object per line.
     pub log_format: LogFormat,
     /// bpffs directory of the pins (`--pin-dir`); unset is `/sys/fs/bpf/portmon`.
@@ -150,6 +156,7 @@ impl Default for DaemonConfig {
             promote_min_packets: defaults::PROMOTE_MIN_PACKETS,
             max_slices: monitor_common::layout::DEFAULT_MAX_SLICES,
             debug_kernel: false,
+            payload: true,
             log_format: LogFormat::Text,
             pin_dir: None,
             web_config_file: None,
@@ -396,6 +403,7 @@ pub fn sample() -> String {
     );
     let _ = writeln!(text, "max_slices = {}", defaults.max_slices);
     let _ = writeln!(text, "debug_kernel = {}", defaults.debug_kernel);
+    let _ = writeln!(text, "payload = {}", defaults.payload);
     let _ = writeln!(text, "log_format = \"text\"  # or \"json\"");
     let _ = writeln!(
         text,
@@ -441,6 +449,7 @@ mod tests {
              promote_min_packets = 7\n\
              max_slices = 4\n\
              debug_kernel = true\n\
+             payload = false\n\
              log_format = \"json\"\n\
              pin_dir = \"/sys/fs/bpf/elsewhere\"\n\
              web_config_file = \"/etc/portmon/web.yml\"\n\
@@ -461,6 +470,7 @@ mod tests {
                 promote_min_packets: 7,
                 max_slices: 4,
                 debug_kernel: true,
+                payload: false,
                 log_format: LogFormat::Json,
                 pin_dir: Some("/sys/fs/bpf/elsewhere".into()),
                 web_config_file: Some("/etc/portmon/web.yml".into()),

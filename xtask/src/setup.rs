@@ -33,6 +33,9 @@ const TEST_PACKAGES: &[&str] = &[
     "nmap",
     "tmux",
     "curl", // certificates and TLS clients of the web_security test
+    // payload_e2e: net-snmp's client and agent.
+    "snmp",
+    "snmpd",
 ];
 
 /// How to tell a pip-installed tool is present.

@@ -7,6 +7,10 @@
 //! Iterating all 131072 port keys per interface per interval would cost more than the
 //! read itself. Deltas are taken from the raw totals (before the cardinality budget folds
 //! ports into `other`), so a port without its own series is still watched.
+//!
+//! Mismatches (reason `mismatch`): every (protocol, port) the policy calls secure is watched
+//! for plaintext payloads (HTTP, mail or login, SNMP v1/v2c), from the payload counts of
+//! the tracked ports; any increase fires, as on a must-be-zero port.
 
 use std::{
     collections::HashMap,
@@ -17,7 +21,9 @@ use monitor_common::layout::{Counter, Direction, L4};
 
 use super::interface::Interface;
 use crate::{
-    alerts::{AlertEvent, AlertKey, AlertsConfig, AlertsConfigError, Detector, EventKind},
+    alerts::{
+        AlertEvent, AlertKey, AlertReason, AlertsConfig, AlertsConfigError, Detector, EventKind,
+    },
     metrics::{AlertsView, FiringAlert},
     ports::{Policy, Security},
     webhook::{self, WebhookSender},
@@ -32,10 +38,17 @@ pub struct Alerting {
     last: Vec<Counter>,
     /// This read's totals, same layout (kept to avoid an allocation per read).
     current: Vec<Counter>,
+    /// (protocol, port) pairs the policy calls secure, watched for plaintext payloads.
+    secure: Vec<(L4, u16)>,
+    /// Plaintext payloads of the last read, per interface, direction and secure port.
+    last_plaintext: Vec<u64>,
+    /// This read's, same layout.
+    current_plaintext: Vec<u64>,
     last_read: Option<Instant>,
     webhook: Option<WebhookSender>,
-    /// Wall-clock start of every firing alert (the snapshot's `since`).
-    started: HashMap<AlertKey, SystemTime>,
+    /// Wall-clock start of every firing alert (the snapshot's `since`), by key and reason:
+    /// a port can have a `mismatch` alert besides a `spike` or `must_be_zero` one.
+    started: HashMap<(AlertKey, AlertReason), SystemTime>,
 }
 
 /// The (protocol, port) pairs the detector watches.
@@ -53,6 +66,19 @@ pub fn watched_ports(policy: &Policy, config: &AlertsConfig) -> Vec<(L4, u16)> {
         .collect()
 }
 
+/// Remembers when a firing alert started (`since` in the snapshot), forgets it when it ends.
+fn record(started: &mut HashMap<(AlertKey, AlertReason), SystemTime>, event: &AlertEvent) {
+    let key = (event.key, event.reason);
+    match event.kind {
+        EventKind::Started => {
+            started.insert(key, SystemTime::now());
+        }
+        EventKind::Ended => {
+            started.remove(&key);
+        }
+    }
+}
+
 impl Alerting {
     /// A detector for `config`, watching the plaintext and ambiguous ports of `policy`.
     ///
@@ -64,11 +90,19 @@ impl Alerting {
         webhook: Option<WebhookSender>,
     ) -> Result<Self, AlertsConfigError> {
         let watched = watched_ports(policy, &config);
+        let secure = policy
+            .security_table()
+            .filter(|info| info.security == Security::Secure)
+            .map(|info| (info.protocol, info.port))
+            .collect();
         Ok(Self {
             detector: Detector::new(config)?,
             watched,
             last: Vec::new(),
             current: Vec::new(),
+            secure,
+            last_plaintext: Vec::new(),
+            current_plaintext: Vec::new(),
             last_read: None,
             webhook,
             started: HashMap::new(),
@@ -79,6 +113,12 @@ impl Alerting {
     #[must_use]
     pub fn watched(&self) -> usize {
         self.watched.len()
+    }
+
+    /// How many secure (protocol, port) pairs are watched for plaintext payloads.
+    #[must_use]
+    pub fn watched_secure(&self) -> usize {
+        self.secure.len()
     }
 
     /// Feeds the deltas since the previous call (the first call only records the totals).
@@ -114,14 +154,7 @@ impl Alerting {
                         let syns = now_total.syns.wrapping_sub(before.syns);
                         if let Some(event) = self.detector.observe(key, now, packets, syns, elapsed)
                         {
-                            match event.kind {
-                                EventKind::Started => {
-                                    self.started.insert(key, SystemTime::now());
-                                }
-                                EventKind::Ended => {
-                                    self.started.remove(&key);
-                                }
-                            }
+                            record(&mut self.started, &event);
                             self.report(&event, interface.name(), policy);
                         }
                     }
@@ -130,6 +163,51 @@ impl Alerting {
             debug_assert_eq!(index, per_interface * interfaces.len());
         }
         std::mem::swap(&mut self.last, &mut self.current);
+        self.observe_mismatches(
+            interfaces,
+            policy,
+            previous.map(|p| now.saturating_duration_since(p)),
+        );
+    }
+
+    /// Feeds the plaintext payloads on secure ports since the previous read (`elapsed`;
+    /// `None` on the first read, which only records them).
+    fn observe_mismatches(
+        &mut self,
+        interfaces: &[Interface],
+        policy: &Policy,
+        elapsed: Option<std::time::Duration>,
+    ) {
+        self.current_plaintext.clear();
+        for interface in interfaces {
+            interface.watched_plaintext(&self.secure, &mut self.current_plaintext);
+        }
+        if let Some(elapsed) = elapsed
+            && self.last_plaintext.len() == self.current_plaintext.len()
+        {
+            let mut values = self.current_plaintext.iter().zip(&self.last_plaintext);
+            for interface in interfaces {
+                for direction in Direction::ALL {
+                    for &(protocol, port) in &self.secure {
+                        let Some((now_total, before)) = values.next() else {
+                            break;
+                        };
+                        let key = AlertKey {
+                            ifindex: interface.ifindex(),
+                            direction,
+                            protocol,
+                            port,
+                        };
+                        let packets = now_total.wrapping_sub(*before);
+                        if let Some(event) = self.detector.observe_mismatch(key, packets, elapsed) {
+                            record(&mut self.started, &event);
+                            self.report(&event, interface.name(), policy);
+                        }
+                    }
+                }
+            }
+        }
+        std::mem::swap(&mut self.last_plaintext, &mut self.current_plaintext);
     }
 
     fn report(&self, event: &AlertEvent, interface: &str, policy: &Policy) {
@@ -180,7 +258,7 @@ impl Alerting {
                 port: key.port,
                 service: policy.classify(key.protocol, key.port).service.to_owned(),
                 reason: reason.as_str(),
-                since: self.started.get(key).copied(),
+                since: self.started.get(&(*key, reason)).copied(),
             })
             .collect();
         firing.sort_by(|a, b| {

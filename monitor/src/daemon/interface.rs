@@ -27,16 +27,17 @@ use anyhow::Context as _;
 use monitor_common::layout::{Counter, Direction, L4, Reason};
 
 pub use super::hooks::AttachOptions;
-use super::{hooks::Hooks, netlink::Link};
+use super::{hooks::Hooks, netlink::Link, payload::Payload};
 use crate::{
     counters::{CounterMap, Totals},
     dataplane::{DataPlane, KernelLogger, TC_EGRESS_PROGRAM, TC_INGRESS_PROGRAM},
     metrics::{
         InterfaceView, ProgramStats,
-        budget::{BudgetSettings, InterfaceBudget, PortClasses},
+        budget::{BudgetSettings, InterfaceBudget, LANE_KEYS, PortClasses},
         histogram::Histogram,
     },
     pin::{PinDir, PinGuard},
+    ports::Policy,
 };
 
 /// What the reader updates and the scrape reads.
@@ -44,6 +45,8 @@ struct State {
     totals: Totals,
     budget: InterfaceBudget,
     read_duration: Histogram,
+    /// Payload classification; `None` with `--no-payload`.
+    payload: Option<Payload>,
 }
 
 /// A monitored interface: attached, or detached while its link is gone (its counters
@@ -80,6 +83,7 @@ impl Interface {
     pub fn attach(
         link: &Link,
         options: AttachOptions,
+        policy: &Policy,
     ) -> anyhow::Result<(Self, Option<KernelLogger>)> {
         let name = link.name.as_str();
         let pins = match options.pin_root {
@@ -120,6 +124,7 @@ impl Interface {
                     totals: Totals::default(),
                     budget: InterfaceBudget::default(),
                     read_duration: Histogram::default(),
+                    payload: Payload::open(name, &data_plane, policy, options.load.payload)?,
                 }),
                 read_errors: AtomicU64::new(0),
                 pins,
@@ -186,7 +191,12 @@ impl Interface {
         self.counters.read_into(&mut state.totals);
         let elapsed = started.elapsed();
         state.read_duration.observe(elapsed);
-        let State { totals, budget, .. } = &mut *state;
+        let State {
+            totals,
+            budget,
+            payload,
+            ..
+        } = &mut *state;
         let promoted = budget.promote(totals, classes, settings);
         if promoted > 0 {
             log::info!(
@@ -194,6 +204,19 @@ impl Interface {
                 self.name,
                 settings.top_k
             );
+            if let Some(payload) = payload.as_mut() {
+                for (direction, l4) in LANE_KEYS {
+                    payload.track_promoted(
+                        &self.name,
+                        direction,
+                        l4,
+                        &budget.promoted(direction, l4),
+                    );
+                }
+            }
+        }
+        if let Some(payload) = payload.as_mut() {
+            payload.read();
         }
     }
 
@@ -219,6 +242,20 @@ impl Interface {
                     .iter()
                     .map(|&(l4, port)| state.totals.port(direction, l4, port)),
             );
+        }
+    }
+
+    /// Appends the plaintext payloads counted so far on `watched` ports (0 for a port
+    /// without a payload slot, or without classification), ingress then egress, to `out`.
+    pub fn watched_plaintext(&self, watched: &[(L4, u16)], out: &mut Vec<u64>) {
+        let (state, _) = lock(&self.state);
+        for direction in Direction::ALL {
+            out.extend(watched.iter().map(|&(l4, port)| {
+                state
+                    .payload
+                    .as_ref()
+                    .map_or(0, |payload| payload.plaintext(direction, l4, port))
+            }));
         }
     }
 
@@ -264,6 +301,9 @@ impl Interface {
                 }
             }
             view.read_duration = state.read_duration.clone();
+            if let Some(payload) = &state.payload {
+                view.payload = payload.view();
+            }
         }
         if with_program_stats {
             view.programs = self.program_stats();

@@ -223,7 +223,7 @@ impl Watcher {
                 if self.refused_early(&link) {
                     return;
                 }
-                match Interface::attach(&link, self.options) {
+                match Interface::attach(&link, self.options, &daemon.policy) {
                     Ok((mut interface, logger)) => {
                         interface.settle_pins(self.cleanup);
                         self.pending.remove(&link.name);

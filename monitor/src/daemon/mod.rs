@@ -13,6 +13,7 @@ mod kernel_log;
 mod link_events;
 mod link_watch;
 pub mod netlink;
+mod payload;
 pub mod preflight;
 pub mod privileges;
 pub mod selection;
@@ -55,6 +56,10 @@ use crate::{
 
 /// Everything `portmon run` needs, flags and config merged.
 #[derive(Debug)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "one field per on/off switch of `portmon run`, as the flags name them"
+)]
 pub struct Settings {
     /// Interfaces asked for, names or globs; empty means every up, non-loopback one.
     pub interfaces: Vec<String>,
@@ -76,6 +81,8 @@ pub struct Settings {
     pub max_slices: u32,
     /// Kernel per-packet debug log.
     pub debug_kernel: bool,
+    /// Payload classification of the tracked ports (`--no-payload` turns it off).
+    pub payload: bool,
     /// Port knowledge with the config's overrides.
     pub policy: Policy,
     /// The spike detector's `[alerts]` section.
@@ -393,8 +400,9 @@ fn start_alerting(settings: &Settings) -> anyhow::Result<Option<Mutex<Alerting>>
         .context("configuring the spike detector (the [alerts] section)")?;
     log::info!(
         "spike detector: {} plaintext, ambiguous or must-be-zero port(s) watched per \
-         interface and direction; warm-up {}{}",
+         interface and direction, {} secure port(s) for plaintext payloads; warm-up {}{}",
         alerting.watched(),
+        alerting.watched_secure(),
         crate::config::duration::format(settings.alerts.warmup),
         settings
             .alerts
@@ -422,6 +430,7 @@ fn attach_chosen(
     links: Vec<(Link, bool)>,
     options: AttachOptions,
     reattach: bool,
+    policy: &Policy,
 ) -> anyhow::Result<Attached> {
     let mut attached = Attached {
         interfaces: Vec::with_capacity(links.len()),
@@ -430,7 +439,7 @@ fn attach_chosen(
         failed: BTreeMap::new(),
     };
     for (link, fatal) in links {
-        match Interface::attach(&link, options) {
+        match Interface::attach(&link, options, policy) {
             Ok((interface, logger)) => {
                 attached.interfaces.push(interface);
                 if let Some(logger) = logger {
@@ -467,7 +476,7 @@ fn attach_options(
             max_slices: settings.max_slices,
             debug: settings.debug_kernel,
             possible_cpus: None,
-            payload: true,
+            payload: settings.payload,
         },
         pin_root,
     }
@@ -518,7 +527,7 @@ async fn serve(
         loggers,
         links: attached,
         failed,
-    } = attach_chosen(chosen.links, options, settings.reattach)?;
+    } = attach_chosen(chosen.links, options, settings.reattach, &settings.policy)?;
     let watcher = events.map(|events| {
         (
             events,

@@ -47,6 +47,7 @@ impl Local {
             pin_root: None,
         };
         let links = netlink::links().context("listing the network interfaces")?;
+        let policy = Policy::builtin();
         let mut interfaces = Vec::with_capacity(names.len());
         for name in names {
             let link = links
@@ -54,15 +55,15 @@ impl Local {
                 .find(|link| &link.name == name)
                 .with_context(|| format!("portmon top: no interface {name}"))?;
             // The kernel log stream is only for `portmon run --debug-kernel`.
-            let (interface, _logger) = Interface::attach(link, options).with_context(|| {
-                format!(
-                    "portmon top attaching to {name} itself (no daemon answered); it needs \
+            let (interface, _logger) =
+                Interface::attach(link, options, &policy).with_context(|| {
+                    format!(
+                        "portmon top attaching to {name} itself (no daemon answered); it needs \
                      root, or CAP_BPF and CAP_NET_ADMIN and CAP_PERFMON"
-                )
-            })?;
+                    )
+                })?;
             interfaces.push(interface);
         }
-        let policy = Policy::builtin();
         let classes = PortClasses::new(&policy);
         Ok(Self {
             interfaces,
