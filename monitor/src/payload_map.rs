@@ -1,19 +1,22 @@
 //! The payload maps from user space: choosing which ports' payloads the kernel classifies
 //! ([`PayloadTracker::track`]) and reading what it counted ([`PayloadTracker::read_into`]).
 //!
-//! Both maps are `BPF_F_MMAPABLE` arrays (layout in `monitor_common::layout`) mapped once
-//! when the tracker is made: the slot map writable, the counts read-only. Tracking a port is
-//! then one atomic store into the mapping and a read is a scan of it, with no `bpf()` call:
-//! both keep working after the daemon has dropped every capability, and on kernels before
-//! 6.5 whose `unprivileged_bpf_disabled` refuses every `bpf()` command without
-//! `CAP_BPF`.
+//! Both maps are `BPF_F_MMAPABLE` arrays (layout in `monitor_common::layout`). The counts
+//! are mapped read-only once, when the tracker is made, and a read is a scan of them. The
+//! slot map is mapped writable only while it is scanned (when the tracker is made) or
+//! written (each [`PayloadTracker::track`]): a BPF array's mapping is resident in full from
+//! `mmap` on (`array_map_mmap()` calls `remap_vmalloc_range()`, kernel/bpf/arraymap.c), and
+//! keeping its 2 MiB mapped would add them to the daemon's RSS for a map written a few
+//! hundred times per run. Neither needs a `bpf()` call, so both keep working after the daemon
+//! has dropped every capability, and on kernels before 6.5 whose `unprivileged_bpf_disabled`
+//! refuses every `bpf()` command without `CAP_BPF`.
 //!
 //! Slots are handed out in order and never reused, so a slot's counts always belong to one
 //! port. The tracker rebuilds its view from the slot map when it is made, so a daemon that
 //! reuses a pinned map keeps the ports, slots and counts of the previous run.
 
 use std::{
-    os::fd::{AsFd as _, AsRawFd as _, BorrowedFd},
+    os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, OwnedFd},
     ptr::NonNull,
     sync::atomic::{AtomicU64, Ordering},
 };
@@ -70,6 +73,9 @@ pub enum PayloadMapError {
         /// Expected entries.
         expected_entries: u32,
     },
+    /// The slot map's descriptor could not be duplicated.
+    #[error("keeping a descriptor of {PAYLOAD_SLOT_MAP}: {0}")]
+    Dup(std::io::Error),
     /// `mmap` failed.
     #[error("mapping {name} into memory: {source}")]
     Mmap {
@@ -119,31 +125,8 @@ impl Mapping {
         entries: u32,
         writable: bool,
     ) -> Result<Self, PayloadMapError> {
-        let Some(Map::Array(map)) = ebpf.map(name) else {
-            return Err(PayloadMapError::Missing(name));
-        };
-        Self::of(map, name, entries, writable)
-    }
-
-    fn of(
-        map: &MapData,
-        name: &'static str,
-        entries: u32,
-        writable: bool,
-    ) -> Result<Self, PayloadMapError> {
-        let info = map.info()?;
-        if info.value_size() as usize != size_of::<u64>()
-            || info.max_entries() != entries
-            || info.map_flags() & BPF_F_MMAPABLE == 0
-        {
-            return Err(PayloadMapError::Layout {
-                name,
-                value_size: info.value_size(),
-                max_entries: info.max_entries(),
-                flags: info.map_flags(),
-                expected_entries: entries,
-            });
-        }
+        let map = array(ebpf, name)?;
+        check_layout(map, name, entries)?;
         Self::map_fd(map.fd().as_fd(), name, entries as usize, writable)
     }
 
@@ -199,6 +182,42 @@ impl Drop for Mapping {
     }
 }
 
+/// The array map `name` of `ebpf`.
+fn array<'a>(ebpf: &'a Ebpf, name: &'static str) -> Result<&'a MapData, PayloadMapError> {
+    match ebpf.map(name) {
+        Some(Map::Array(map)) => Ok(map),
+        _ => Err(PayloadMapError::Missing(name)),
+    }
+}
+
+/// Checks that `map` holds `entries` mmapable `u64`s.
+fn check_layout(map: &MapData, name: &'static str, entries: u32) -> Result<(), PayloadMapError> {
+    let info = map.info()?;
+    if info.value_size() as usize != size_of::<u64>()
+        || info.max_entries() != entries
+        || info.map_flags() & BPF_F_MMAPABLE == 0
+    {
+        return Err(PayloadMapError::Layout {
+            name,
+            value_size: info.value_size(),
+            max_entries: info.max_entries(),
+            flags: info.map_flags(),
+            expected_entries: entries,
+        });
+    }
+    Ok(())
+}
+
+/// Maps the slot map writable, for one scan or one store (see the module's doc).
+fn map_slots(slot_map: &OwnedFd) -> Result<Mapping, PayloadMapError> {
+    Mapping::map_fd(
+        slot_map.as_fd(),
+        PAYLOAD_SLOT_MAP,
+        PAYLOAD_SLOT_ENTRIES as usize,
+        true,
+    )
+}
+
 /// The port of a slot-map index: the inverse of [`port_index`].
 fn key_of(index: usize) -> Option<PortKey> {
     let ports = PORTS as usize;
@@ -215,7 +234,8 @@ fn key_of(index: usize) -> Option<PortKey> {
 
 /// Chooses the tracked ports and reads their payload counts.
 pub struct PayloadTracker {
-    slots: Mapping,
+    /// The slot map, mapped only while scanned or written.
+    slot_map: OwnedFd,
     counts: Mapping,
     plan: SlicePlan,
     /// Tracked ports sorted by key, with their slot.
@@ -231,12 +251,23 @@ impl PayloadTracker {
     /// # Errors
     /// When a map is missing, has another layout, or `mmap` fails.
     pub fn new(ebpf: &Ebpf, plan: SlicePlan) -> Result<Self, PayloadMapError> {
-        let slots = Mapping::new(ebpf, PAYLOAD_SLOT_MAP, PAYLOAD_SLOT_ENTRIES, true)?;
+        let slots = array(ebpf, PAYLOAD_SLOT_MAP)?;
+        check_layout(slots, PAYLOAD_SLOT_MAP, PAYLOAD_SLOT_ENTRIES)?;
+        let slot_map = slots
+            .fd()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(PayloadMapError::Dup)?;
         let counts = Mapping::new(ebpf, PAYLOAD_MAP, plan.payload_map_entries(), false)?;
-        Ok(Self::from_mappings(slots, counts, plan))
+        Self::from_maps(slot_map, counts, plan)
     }
 
-    fn from_mappings(slots: Mapping, counts: Mapping, plan: SlicePlan) -> Self {
+    fn from_maps(
+        slot_map: OwnedFd,
+        counts: Mapping,
+        plan: SlicePlan,
+    ) -> Result<Self, PayloadMapError> {
+        let slots = map_slots(&slot_map)?;
         let mut tracked = Vec::with_capacity(PAYLOAD_SLOTS as usize);
         let mut taken = vec![false; PAYLOAD_SLOTS as usize];
         let mut next = 1;
@@ -263,20 +294,22 @@ impl PayloadTracker {
             next = next.max(u32::from(slot) + 1);
         }
         tracked.sort_unstable();
-        Self {
-            slots,
+        drop(slots);
+        Ok(Self {
+            slot_map,
             counts,
             plan,
             tracked,
             next,
-        }
+        })
     }
 
     /// Starts classifying the payloads of `port` (of `l4`, seen in `direction`), in a new
     /// slot, unless it already has one or none is left.
     ///
     /// # Errors
-    /// When the slot map holds a value for this port that no tracker writes.
+    /// When the slot map holds a value for this port that no tracker writes, or cannot be
+    /// mapped.
     pub fn track(
         &mut self,
         direction: Direction,
@@ -284,7 +317,8 @@ impl PayloadTracker {
         port: u16,
     ) -> Result<Tracking, PayloadMapError> {
         let key = (direction, l4, port);
-        let word = &self.slots.words()[port_index(direction, l4, port) as usize];
+        let slots = map_slots(&self.slot_map)?;
+        let word = &slots.words()[port_index(direction, l4, port) as usize];
         let value = word.load(Ordering::Relaxed);
         if value != 0 {
             return match u16::try_from(value) {

@@ -37,13 +37,10 @@ fn tracker(
 ) -> (PayloadTracker, File, File) {
     let slot_file = memfd(PAYLOAD_SLOT_ENTRIES as usize, slots);
     let count_file = memfd(plan.payload_map_entries() as usize, counts);
-    let slot_map = Mapping::map_fd(
-        slot_file.as_fd(),
-        PAYLOAD_SLOT_MAP,
-        PAYLOAD_SLOT_ENTRIES as usize,
-        true,
-    )
-    .expect("the slot memfd maps");
+    let slot_map = slot_file
+        .as_fd()
+        .try_clone_to_owned()
+        .expect("the slot memfd's descriptor duplicates");
     let count_map = Mapping::map_fd(
         count_file.as_fd(),
         PAYLOAD_MAP,
@@ -52,7 +49,7 @@ fn tracker(
     )
     .expect("the count memfd maps");
     (
-        PayloadTracker::from_mappings(slot_map, count_map, plan),
+        PayloadTracker::from_maps(slot_map, count_map, plan).expect("the slot memfd maps"),
         slot_file,
         count_file,
     )
@@ -109,7 +106,8 @@ fn slots_are_handed_out_in_order_once_each_until_full() {
     }
     assert_eq!(tracker.slot(Direction::Ingress, L4::Udp, 161), Some(2));
     assert_eq!(tracker.slot(Direction::Egress, L4::Udp, 161), None);
-    let words = tracker.slots.words();
+    let mapped = map_slots(&tracker.slot_map).expect("the slot memfd maps");
+    let words = mapped.words();
     assert_eq!(
         words[index(Direction::Ingress, L4::Udp, 161)].load(Ordering::Relaxed),
         2,
@@ -159,7 +157,8 @@ fn a_reused_slot_map_is_rebuilt_and_handout_continues_after_its_last_slot() {
     assert_eq!(tracker.tracked(), 2, "two valid entries survive");
     assert_eq!(tracker.slot(Direction::Ingress, L4::Tcp, 443), Some(7));
     assert_eq!(tracker.slot(Direction::Egress, L4::Udp, 161), Some(2));
-    let words = tracker.slots.words();
+    let mapped = map_slots(&tracker.slot_map).expect("the slot memfd maps");
+    let words = mapped.words();
     for (name, at) in [("duplicate", twice), ("out of range", garbage)] {
         assert_eq!(words[at].load(Ordering::Relaxed), 0, "{name} entry cleared");
     }
