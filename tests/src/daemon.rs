@@ -576,6 +576,25 @@ pub fn accept_and_close(listener: TcpListener, stop: Arc<AtomicBool>) -> thread:
     })
 }
 
+/// Every thread of process `pid` with its capability sets, from `/proc/<pid>/task/*/status`.
+///
+/// # Errors
+/// When the task list or a status cannot be read, or a status has no `Cap*` lines.
+pub fn thread_caps(pid: u32) -> Result<Vec<(String, portmon::daemon::privileges::CapSets)>> {
+    let tasks = format!("/proc/{pid}/task");
+    let mut threads = Vec::new();
+    for entry in std::fs::read_dir(&tasks).with_context(|| format!("listing {tasks}"))? {
+        let entry = entry.with_context(|| format!("reading an entry of {tasks}"))?;
+        let path = entry.path().join("status");
+        let status = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let sets = portmon::daemon::privileges::CapSets::parse(&status)
+            .ok_or_else(|| anyhow!("no Cap* lines in {}:\n{status}", path.display()))?;
+        threads.push((entry.file_name().to_string_lossy().into_owned(), sets));
+    }
+    Ok(threads)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

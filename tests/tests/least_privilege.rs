@@ -8,7 +8,6 @@
 #![expect(clippy::expect_used, reason = "tests panic with what they expected")]
 
 use std::{
-    fs,
     net::{Ipv4Addr, SocketAddr, UdpSocket},
     process::Command,
     time::{Duration, Instant},
@@ -18,7 +17,8 @@ use nix::sys::signal::Signal;
 use portmon::daemon::privileges::CapSets;
 use portmon_tests::{
     daemon::{
-        Daemon, parse_exposition, portmon_binary, run_command, tcx_egress_programs, xdp_programs,
+        Daemon, parse_exposition, portmon_binary, run_command, tcx_egress_programs, thread_caps,
+        xdp_programs,
     },
     netns::{Stack, Topology},
 };
@@ -65,19 +65,6 @@ fn dns_packets_after(daemon: &Daemon, expected: u64) -> Option<u64> {
     last
 }
 
-/// Every thread of `pid` with its capability sets.
-fn thread_caps(pid: u32) -> Vec<(String, CapSets)> {
-    let mut threads = Vec::new();
-    for entry in fs::read_dir(format!("/proc/{pid}/task")).expect("the daemon's task list") {
-        let entry = entry.expect("a task entry");
-        let status = fs::read_to_string(entry.path().join("status")).expect("a task status");
-        let sets = CapSets::parse(&status)
-            .unwrap_or_else(|| panic!("expected Cap* lines in the status, got:\n{status}"));
-        threads.push((entry.file_name().to_string_lossy().into_owned(), sets));
-    }
-    threads
-}
-
 #[test]
 fn the_daemon_holds_no_capability_once_attached_and_still_serves_and_detaches() {
     let topology = Topology::new(Stack::Ipv4).expect("creating the veth pair");
@@ -95,7 +82,7 @@ fn the_daemon_holds_no_capability_once_attached_and_still_serves_and_detaches() 
 
     // /healthz answered, so the drop (made before serving) is done.
     let pid = daemon.pid().expect("the daemon is running");
-    let threads = thread_caps(pid);
+    let threads = thread_caps(pid).expect("the daemon's threads and their capability sets");
     assert!(!threads.is_empty(), "expected at least one thread");
     for (tid, sets) in &threads {
         let expected = CapSets {

@@ -13,7 +13,6 @@
 #![expect(clippy::expect_used, reason = "tests panic with what they expected")]
 
 use std::{
-    fs,
     net::{Ipv4Addr, SocketAddr, UdpSocket},
     time::{Duration, Instant},
 };
@@ -22,11 +21,10 @@ use nix::sys::signal::Signal;
 use portmon::{
     attach::{self, XdpMode},
     caps::Capability,
-    daemon::privileges::CapSets,
     dataplane::{DataPlane, LoadOptions},
 };
 use portmon_tests::{
-    daemon::{Daemon, Sample, free_port, parse_exposition, run_portmon, xdp_programs},
+    daemon::{Daemon, Sample, free_port, parse_exposition, run_portmon, thread_caps, xdp_programs},
     netns::{Stack, Topology},
 };
 
@@ -126,22 +124,9 @@ fn expect_count(daemon: &Daemon, interface: &str, port: u16, expected: u64, when
     );
 }
 
-/// The capability sets of every thread of `pid`.
-fn thread_caps(pid: u32) -> Vec<(String, CapSets)> {
-    let mut threads = Vec::new();
-    for entry in fs::read_dir(format!("/proc/{pid}/task")).expect("the daemon's task list") {
-        let entry = entry.expect("a task entry");
-        let status = fs::read_to_string(entry.path().join("status")).expect("a task status");
-        let sets = CapSets::parse(&status)
-            .unwrap_or_else(|| panic!("expected Cap* lines in the status, got:\n{status}"));
-        threads.push((entry.file_name().to_string_lossy().into_owned(), sets));
-    }
-    threads
-}
-
 fn assert_effective(daemon: &Daemon, expected: u64, why: &str) {
     let pid = daemon.pid().expect("the daemon is running");
-    for (tid, sets) in thread_caps(pid) {
+    for (tid, sets) in thread_caps(pid).expect("the daemon's threads and their capability sets") {
         assert_eq!(
             (sets.effective, sets.permitted),
             (expected, expected),
