@@ -422,6 +422,28 @@ mod tests {
         Config::parse(source, "test.toml")
     }
 
+    /// Each case `(name, source, line, words)` must be refused as invalid at `line`, with a
+    /// message containing `words`.
+    fn assert_invalid(cases: &[(&str, &str, usize, &str)]) {
+        for (name, source, line, words) in cases {
+            match parse(source) {
+                Err(ConfigError::Invalid {
+                    line: got_line,
+                    message,
+                    ..
+                }) => {
+                    assert_eq!(got_line, *line, "case {name}: line (message {message:?})");
+                    assert!(
+                        message.contains(words),
+                        "case {name}: expected {words:?} in {message:?}"
+                    );
+                }
+                Err(other) => panic!("case {name}: expected an invalid-config error, got {other}"),
+                Ok(_) => panic!("case {name}: expected an error, the file was accepted"),
+            }
+        }
+    }
+
     #[test]
     fn empty_file_gives_the_defaults() {
         let config = parse("").expect("an empty file is valid");
@@ -609,23 +631,7 @@ mod tests {
                 "both set 23/tcp",
             ),
         ];
-        for (name, source, line, words) in cases {
-            match parse(source) {
-                Err(ConfigError::Invalid {
-                    line: got_line,
-                    message,
-                    ..
-                }) => {
-                    assert_eq!(got_line, *line, "case {name}: line (message {message:?})");
-                    assert!(
-                        message.contains(words),
-                        "case {name}: {words:?} in {message:?}"
-                    );
-                }
-                Err(other) => panic!("case {name}: expected an invalid-config error, got {other}"),
-                Ok(_) => panic!("case {name}: expected an error, the file was accepted"),
-            }
-        }
+        assert_invalid(cases);
     }
 
     #[test]
@@ -680,23 +686,7 @@ mod tests {
                 "not a duration",
             ),
         ];
-        for (name, source, line, words) in cases {
-            match parse(source) {
-                Err(ConfigError::Invalid {
-                    line: got_line,
-                    message,
-                    ..
-                }) => {
-                    assert_eq!(got_line, *line, "case {name}: line (message {message:?})");
-                    assert!(
-                        message.contains(words),
-                        "case {name}: expected {words:?} in {message:?}"
-                    );
-                }
-                Err(other) => panic!("case {name}: expected an invalid-config error, got {other}"),
-                Ok(_) => panic!("case {name}: expected an error, the file was accepted"),
-            }
-        }
+        assert_invalid(cases);
     }
 
     #[test]
