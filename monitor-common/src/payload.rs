@@ -45,7 +45,7 @@
 //! mid-stream segment of an encrypted stream matches by chance at most about once in
 //! 10^7 (TLS, 5 constrained bytes), a plaintext kind about once in 10^8.
 
-use crate::parse::Packet;
+use crate::parse::{Packet, Window as _};
 
 /// The largest window [`classify`] looks at.
 pub const WINDOW: usize = 16;
@@ -157,29 +157,31 @@ pub fn classify<P: Packet + ?Sized>(
 #[inline(always)]
 fn read_window<P: Packet + ?Sized>(packet: &P, offset: usize, len: usize) -> Option<u128> {
     if len >= WINDOW {
-        return packet.read::<WINDOW>(offset).map(u128::from_be_bytes);
+        return packet
+            .read::<WINDOW>(offset)
+            .map(|bytes| u128::from_be_bytes(bytes.array()));
     }
     let (hi, lo) = if len >= 8 {
-        let head = u64::from_be_bytes(packet.read::<8>(offset)?);
+        let head = u64::from_be_bytes(packet.read::<8>(offset)?.array());
         // Payload bytes 8..len: the last 8 bytes, with the ones the head already holds
         // shifted out. `len == 8` has none (and a shift by 64 would overflow).
         let tail = if len > 8 {
-            u64::from_be_bytes(packet.read::<8>(tail_offset(offset, len, 8))?)
+            u64::from_be_bytes(packet.read::<8>(tail_offset(offset, len, 8))?.array())
                 << (8 * (WINDOW - len))
         } else {
             0
         };
         (head, tail)
     } else if len >= 4 {
-        let head = u64::from(u32::from_be_bytes(packet.read::<4>(offset)?)) << 32;
+        let head = u64::from(u32::from_be_bytes(packet.read::<4>(offset)?.array())) << 32;
         let tail = u64::from(u32::from_be_bytes(
-            packet.read::<4>(tail_offset(offset, len, 4))?,
+            packet.read::<4>(tail_offset(offset, len, 4))?.array(),
         ));
         (head | tail << (8 * (8 - len)), 0)
     } else if len >= 2 {
-        let head = u64::from(u16::from_be_bytes(packet.read::<2>(offset)?)) << 48;
+        let head = u64::from(u16::from_be_bytes(packet.read::<2>(offset)?.array())) << 48;
         let tail = u64::from(u16::from_be_bytes(
-            packet.read::<2>(tail_offset(offset, len, 2))?,
+            packet.read::<2>(tail_offset(offset, len, 2))?.array(),
         ));
         (head | tail << (8 * (8 - len)), 0)
     } else {

@@ -2,7 +2,7 @@
 //! each hook allows.
 
 use aya_ebpf::programs::{TcContext, XdpContext};
-use monitor_common::parse::Packet;
+use monitor_common::parse::{Packet, Window};
 
 /// XDP: direct, bounds-checked reads of the frame.
 pub struct XdpPacket {
@@ -38,22 +38,74 @@ impl XdpPacket {
 }
 
 impl Packet for XdpPacket {
+    type Bytes<const N: usize> = XdpBytes<N>;
+
     #[inline(always)]
-    fn read<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
+    fn read<const N: usize>(&self, offset: usize) -> Option<XdpBytes<N>> {
         let at = self.start + offset;
         // The verifier's packet-range proof: this comparison is what lets it accept the
-        // load below. Keep it next to the read and against `data_end` itself.
+        // loads [`XdpBytes`] makes. Keep it next to the read and against `data_end` itself.
         if at + N > self.end {
             return None;
         }
-        let bytes = at as *const u8;
+        Some(XdpBytes {
+            at: at as *const u8,
+        })
+    }
+}
+
+/// `N` bytes of the frame at `at`, checked against `data_end` by [`XdpPacket::read`].
+///
+/// Fields are loaded where the parser asks for them, so the bytes it never looks at are
+/// never loaded.
+#[derive(Clone, Copy)]
+pub struct XdpBytes<const N: usize> {
+    at: *const u8,
+}
+
+impl<const N: usize> Window<N> for XdpBytes<N> {
+    #[inline(always)]
+    fn byte<const AT: usize>(&self) -> u8 {
+        const { assert!(AT < N, "a byte past the window") };
+        // SAFETY: `at..at + N` lies within `data..data_end` (checked by `read`), `AT < N`
+        // (checked at compile time), and `u8` has no alignment requirement.
+        unsafe { self.at.add(AT).read() }
+    }
+
+    #[inline(always)]
+    fn be16<const AT: usize>(&self) -> u16 {
+        const { assert!(AT + 2 <= N, "a 16-bit field past the window") };
+        let raw: u16;
+        // One 16-bit load. Rust offers none for a pointer that may be odd (a packet's
+        // fields have no guaranteed alignment) short of an unaligned read, which the BPF
+        // backend splits into two byte loads, a shift and an OR. The instruction itself
+        // may be unaligned: the verifier only enforces packet alignment under
+        // BPF_F_STRICT_ALIGNMENT or on architectures without efficient unaligned access
+        // (`check_pkt_ptr_alignment()` in kernel/bpf/verifier.c), and there it would
+        // refuse the program at load time, not misread a packet.
+        // SAFETY: `at + AT .. at + AT + 2` lies within `data..data_end` (checked by
+        // `read`, and `AT + 2 <= N` at compile time); the asm only reads those two bytes.
+        unsafe {
+            core::arch::asm!(
+                "{raw} = *(u16 *)({at} + {offset})",
+                raw = lateout(reg) raw,
+                at = in(reg) self.at,
+                offset = const AT,
+                options(pure, readonly, nostack, preserves_flags),
+            );
+        }
+        u16::from_be(raw)
+    }
+
+    #[inline(always)]
+    fn array(&self) -> [u8; N] {
         // Byte by byte rather than `read_unaligned::<[u8; N]>`: for N of 2, 4 or 8 that is
         // one unaligned integer load, which the BPF backend splits into N byte loads and
         // shifts only after the unused bytes could have been dropped; separate byte loads
-        // stay separate and the ones the parser ignores are deleted.
-        // SAFETY: `at..at + N` lies within `data..data_end`, checked just above, and `u8`
+        // stay separate and the ones the caller ignores are deleted.
+        // SAFETY: `at..at + N` lies within `data..data_end`, checked by `read`, and `u8`
         // has no alignment requirement.
-        Some(core::array::from_fn(|i| unsafe { bytes.add(i).read() }))
+        core::array::from_fn(|i| unsafe { self.at.add(i).read() })
     }
 }
 
@@ -79,6 +131,8 @@ impl<'a> SkbPacket<'a> {
 }
 
 impl Packet for SkbPacket<'_> {
+    type Bytes<const N: usize> = [u8; N];
+
     #[inline(always)]
     fn read<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
         // `bpf_skb_load_bytes` checks `offset + N` against the skb itself.

@@ -10,6 +10,7 @@
 //!   into a flood sent out of a veth, for the live-throughput figures.
 #![no_std]
 #![no_main]
+#![feature(asm_experimental_arch)]
 
 #[path = "access.rs"]
 #[expect(

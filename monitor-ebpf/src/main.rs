@@ -3,6 +3,7 @@
 #![no_std]
 #![no_main]
 #![feature(core_intrinsics)]
+#![feature(asm_experimental_arch)]
 #![expect(
     internal_features,
     reason = "atomic_xadd: the BPF target lacks CAS, so AtomicU64::fetch_add is unavailable"

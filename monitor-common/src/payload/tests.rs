@@ -90,6 +90,8 @@ struct Recording<'a> {
 }
 
 impl Packet for Recording<'_> {
+    type Bytes<const N: usize> = [u8; N];
+
     fn read<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
         self.reads.borrow_mut().push((offset, N));
         if offset + N > self.readable {
