@@ -146,20 +146,35 @@ const FAST_PATH_LEN: usize = ETH_HEADER_LEN + IPV4_MIN_HEADER_LEN + 14;
 /// Parses one frame of `frame_len` bytes, starting at its Ethernet header.
 #[inline(always)]
 pub fn parse<P: Packet + ?Sized>(packet: &P, frame_len: usize) -> Parsed {
-    // TCP and UDP in untagged IPv4 without options, the common case, from one read (one
-    // bounds check in XDP instead of one per header). Every other frame, including any
-    // malformed one, takes the general walk.
-    if let Some(head) = packet.read::<FAST_PATH_LEN>(0)
-        && let Some(parsed) = parse_ipv4_fast(&head, frame_len)
-    {
-        return parsed;
+    // TCP and UDP in IPv4 without options, untagged or under one VLAN tag, the common
+    // cases, each from one read (one bounds check in XDP instead of one per header).
+    // Every other frame, including any malformed one, takes the general walk.
+    if let Some(head) = packet.read::<FAST_PATH_LEN>(0) {
+        match head.be16::<12>() {
+            ETHERTYPE_IPV4 => {
+                if let Some(parsed) = parse_ipv4_fast(&head, frame_len, 0) {
+                    return parsed;
+                }
+            }
+            // Seen from 4 bytes further on, a frame with one tag has the layout of an
+            // untagged one: its inner ethertype where the ethertype would be, then IPv4.
+            ETHERTYPE_VLAN | ETHERTYPE_QINQ => {
+                if let Some(tagged) = packet.read::<FAST_PATH_LEN>(VLAN_TAG_LEN)
+                    && let Some(parsed) = parse_ipv4_fast(&tagged, frame_len, VLAN_TAG_LEN)
+                {
+                    return parsed;
+                }
+            }
+            _ => {}
+        }
     }
     parse_general(packet, frame_len)
 }
 
-/// [`parse_general`] specialised to a well-formed TCP or UDP packet in an untagged IPv4
-/// frame whose header has no options, given the frame's first [`FAST_PATH_LEN`] bytes;
-/// `None` for any other frame, which the general walk then parses.
+/// [`parse_general`] specialised to a well-formed TCP or UDP packet in IPv4 whose header
+/// has no options, given [`FAST_PATH_LEN`] bytes from `shift` bytes into the frame laid
+/// out as an untagged frame's first bytes (IPv4 ethertype at 12, the IP header at 14); `None`
+/// for any other frame, which the general walk then parses.
 ///
 /// Only [`Parsed::Port`] comes out of here: every field of it is set, whereas an
 /// `Unparsed` verdict leaves bytes undefined that LLVM may then store from an
@@ -168,14 +183,18 @@ pub fn parse<P: Packet + ?Sized>(packet: &P, frame_len: usize) -> Parsed {
 /// Every branch mirrors the general walk's for the same bytes, so both give the same
 /// verdict (checked by the `fast_path_agrees_with_the_general_walk` test).
 #[inline(always)]
-fn parse_ipv4_fast<W: Window<FAST_PATH_LEN>>(head: &W, frame_len: usize) -> Option<Parsed> {
+fn parse_ipv4_fast<W: Window<FAST_PATH_LEN>>(
+    head: &W,
+    frame_len: usize,
+    shift: usize,
+) -> Option<Parsed> {
     const IP: usize = ETH_HEADER_LEN;
     const L4_AT: usize = IP + IPV4_MIN_HEADER_LEN;
     if head.be16::<12>() != ETHERTYPE_IPV4 || head.byte::<IP>() != 0x45 {
         return None;
     }
     let total_len = usize::from(head.be16::<{ IP + 2 }>());
-    if total_len < IPV4_MIN_HEADER_LEN || IP + total_len > frame_len {
+    if total_len < IPV4_MIN_HEADER_LEN || shift + IP + total_len > frame_len {
         return None;
     }
     let flags_and_offset = head.be16::<{ IP + 6 }>();
@@ -194,9 +213,9 @@ fn parse_ipv4_fast<W: Window<FAST_PATH_LEN>>(head: &W, frame_len: usize) -> Opti
                 l4: L4::Tcp,
                 port: head.be16::<{ L4_AT + 2 }>(),
                 syn: head.byte::<{ L4_AT + 13 }>() & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN,
-                // At most 14 + 20 + 60 bytes.
-                #[expect(clippy::cast_possible_truncation, reason = "at most 94")]
-                payload_offset: (L4_AT + header_len) as u16,
+                // At most 4 + 14 + 20 + 60 bytes.
+                #[expect(clippy::cast_possible_truncation, reason = "at most 98")]
+                payload_offset: (shift + L4_AT + header_len) as u16,
                 payload_len: length(end - (L4_AT + header_len)),
             }
         }
@@ -213,8 +232,8 @@ fn parse_ipv4_fast<W: Window<FAST_PATH_LEN>>(head: &W, frame_len: usize) -> Opti
                 l4: L4::Udp,
                 port: head.be16::<{ L4_AT + 2 }>(),
                 syn: false,
-                #[expect(clippy::cast_possible_truncation, reason = "a constant, 42")]
-                payload_offset: (L4_AT + UDP_HEADER_LEN) as u16,
+                #[expect(clippy::cast_possible_truncation, reason = "42 or 46")]
+                payload_offset: (shift + L4_AT + UDP_HEADER_LEN) as u16,
                 payload_len: udp_payload_len(udp_len, end - L4_AT, more_fragments),
             }
         }

@@ -19,21 +19,26 @@ impl XdpPacket {
         }
     }
 
-    /// The frame length, loaded separately (volatile) from the bounds [`Packet::read`]
-    /// checks against. Otherwise LLVM relates the parser's length checks to `data_end`,
-    /// proves the pointer comparison in `read` redundant and deletes it, and the
-    /// verifier, which only trusts the pointer comparison, rejects the load.
+    /// The frame length, hidden from the optimiser. Otherwise LLVM relates the parser's
+    /// length checks to `data_end`, proves the pointer comparison in `read` redundant and
+    /// deletes it, and the verifier, which only trusts the pointer comparison, rejects
+    /// the load. The subtraction is written in asm so that LLVM cannot see through it; it
+    /// is the one instruction the length costs anyway.
     #[inline(always)]
-    pub fn opaque_len(ctx: &XdpContext) -> usize {
-        // SAFETY: `ctx.ctx` is the context pointer the kernel passed; both fields are
-        // readable by XDP programs.
-        let (data, data_end) = unsafe {
-            (
-                core::ptr::read_volatile(&raw const (*ctx.ctx).data),
-                core::ptr::read_volatile(&raw const (*ctx.ctx).data_end),
-            )
-        };
-        data_end.wrapping_sub(data) as usize
+    pub fn opaque_len(&self) -> usize {
+        let mut len = self.end;
+        // SAFETY: a register subtraction; it touches no memory. The verifier allows
+        // `data_end - data` (a scalar) to programs loaded with CAP_PERFMON, as portmon's
+        // are.
+        unsafe {
+            core::arch::asm!(
+                "{len} -= {start}",
+                len = inout(reg) len,
+                start = in(reg) self.start,
+                options(pure, nomem, nostack, preserves_flags),
+            );
+        }
+        len
     }
 }
 
@@ -75,7 +80,7 @@ impl<const N: usize> Window<N> for XdpBytes<N> {
     #[inline(always)]
     fn be16<const AT: usize>(&self) -> u16 {
         const { assert!(AT + 2 <= N, "a 16-bit field past the window") };
-        let raw: u16;
+        let raw: u64;
         // One 16-bit load. Rust offers none for a pointer that may be odd (a packet's
         // fields have no guaranteed alignment) short of an unaligned read, which the BPF
         // backend splits into two byte loads, a shift and an OR. The instruction itself
@@ -94,7 +99,14 @@ impl<const N: usize> Window<N> for XdpBytes<N> {
                 options(pure, readonly, nostack, preserves_flags),
             );
         }
-        u16::from_be(raw)
+        // SAFETY: a 16-bit load zero-extends into the 64-bit register. Telling LLVM so
+        // spares the mask it would otherwise apply before every comparison.
+        unsafe { core::hint::assert_unchecked(raw <= u64::from(u16::MAX)) };
+        #[expect(
+            clippy::cast_possible_truncation,
+            reason = "at most u16::MAX, as above"
+        )]
+        u16::from_be(raw as u16)
     }
 
     #[inline(always)]

@@ -73,7 +73,7 @@ pub fn bench_tx(_ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn bench_parse(ctx: XdpContext) -> u32 {
     let packet = XdpPacket::new(&ctx);
-    let frame_len = XdpPacket::opaque_len(&ctx);
+    let frame_len = packet.opaque_len();
     // Reduced to what counting needs (an index) and kept alive, so that the parse is not
     // optimized away. The whole enum cannot be: its unused bytes are uninitialized, which
     // the verifier refuses to let the program store.
@@ -97,7 +97,7 @@ pub fn bench_parse(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn bench_hashmap(ctx: XdpContext) -> u32 {
     let packet = XdpPacket::new(&ctx);
-    let frame_len = XdpPacket::opaque_len(&ctx);
+    let frame_len = packet.opaque_len();
     let parsed = parse(&packet, frame_len);
     let direction = Direction::Ingress as u32;
     let bytes = frame_len as u64;

@@ -157,7 +157,9 @@ fn add<C: EbpfContext>(
         unsafe {
             (*counter).packets += packets;
             (*counter).bytes += bytes;
-            (*counter).syns += syns;
+            if syns != 0 {
+                (*counter).syns += syns;
+            }
         }
     }
 }

@@ -29,7 +29,7 @@ use crate::{
 #[xdp]
 pub fn portmon_xdp(ctx: XdpContext) -> u32 {
     let packet = XdpPacket::new(&ctx);
-    let frame_len = XdpPacket::opaque_len(&ctx);
+    let frame_len = packet.opaque_len();
     let parsed = parse(&packet, frame_len);
     let slice = Slice::this_cpu();
     count(

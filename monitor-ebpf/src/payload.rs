@@ -76,7 +76,10 @@ pub fn count<C: EbpfContext, P: Packet + ?Sized>(
     else {
         return;
     };
-    if payload_len == 0 || payload_offset >= MAX_PAYLOAD_OFFSET {
+    if payload_len == 0 {
+        return;
+    }
+    if payload_offset >= MAX_PAYLOAD_OFFSET {
         return;
     }
     // Always inside the map: `port_index` of any port is below PAYLOAD_SLOT_ENTRIES.

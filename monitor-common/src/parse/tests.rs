@@ -127,20 +127,38 @@ fn fast_path_agrees_with_the_general_walk() {
         ("vlan", &[(12, 0x81), (13, 0x00)]),
         ("ipv6 ethertype", &[(12, 0x86), (13, 0xdd)]),
     ];
+    // Each case also under one 802.1Q or 802.1ad tag (the tagged fast path), and under
+    // two (the general walk only).
+    let tags: &[(&str, &[[u8; 4]])] = &[
+        ("untagged", &[]),
+        ("802.1q", &[[0x81, 0x00, 0x00, 0x64]]),
+        ("802.1ad", &[[0x88, 0xa8, 0x00, 0x64]]),
+        (
+            "qinq",
+            &[[0x88, 0xa8, 0x00, 0x64], [0x81, 0x00, 0x00, 0x65]],
+        ),
+    ];
     for (name, edits) in cases {
-        let mut frame = ipv4_tcp(443, 0x10);
-        frame.resize(80, 0);
+        let mut untagged = ipv4_tcp(443, 0x10);
+        untagged.resize(80, 0);
         for &(at, value) in *edits {
-            frame[at] = value;
+            untagged[at] = value;
         }
-        for cut in 0..=frame.len() {
-            let short = &frame[..cut];
-            for frame_len in [cut.saturating_sub(1), cut, cut + 1, 60, 80] {
-                assert_eq!(
-                    parse(short, frame_len),
-                    parse_general(short, frame_len),
-                    "case {name}: cut to {cut} bytes, frame_len {frame_len}: fast path (left) vs general walk (right)"
-                );
+        for (tagging, tag_stack) in tags {
+            let mut frame = untagged[..12].to_vec();
+            for tag in *tag_stack {
+                frame.extend_from_slice(tag);
+            }
+            frame.extend_from_slice(&untagged[12..]);
+            for cut in 0..=frame.len() {
+                let short = &frame[..cut];
+                for frame_len in [cut.saturating_sub(1), cut, cut + 1, 60, 80, 84] {
+                    assert_eq!(
+                        parse(short, frame_len),
+                        parse_general(short, frame_len),
+                        "case {name} ({tagging}): cut to {cut} bytes, frame_len {frame_len}: fast path (left) vs general walk (right)"
+                    );
+                }
             }
         }
     }
