@@ -146,29 +146,46 @@ const FAST_PATH_LEN: usize = ETH_HEADER_LEN + IPV4_MIN_HEADER_LEN + 14;
 /// Parses one frame of `frame_len` bytes, starting at its Ethernet header.
 #[inline(always)]
 pub fn parse<P: Packet + ?Sized>(packet: &P, frame_len: usize) -> Parsed {
-    // TCP and UDP in IPv4 without options, untagged or under one VLAN tag, the common
-    // cases, each from one read (one bounds check in XDP instead of one per header).
-    // Every other frame, including any malformed one, takes the general walk.
-    if let Some(head) = packet.read::<FAST_PATH_LEN>(0) {
-        match head.be16::<12>() {
-            ETHERTYPE_IPV4 => {
-                if let Some(parsed) = parse_ipv4_fast(&head, frame_len, 0) {
-                    return parsed;
-                }
-            }
-            // Seen from 4 bytes further on, a frame with one tag has the layout of an
-            // untagged one: its inner ethertype where the ethertype would be, then IPv4.
-            ETHERTYPE_VLAN | ETHERTYPE_QINQ => {
-                if let Some(tagged) = packet.read::<FAST_PATH_LEN>(VLAN_TAG_LEN)
-                    && let Some(parsed) = parse_ipv4_fast(&tagged, frame_len, VLAN_TAG_LEN)
-                {
-                    return parsed;
-                }
-            }
-            _ => {}
-        }
+    match parse_fast(packet, frame_len) {
+        Ok(parsed) => parsed,
+        Err(start) => parse_general(packet, frame_len, start),
     }
-    parse_general(packet, frame_len)
+}
+
+/// Where [`parse_general`] starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WalkStart {
+    /// At the Ethernet header.
+    Frame,
+    /// After the Ethernet header, whose ethertype the fast path has read.
+    Ethertype(u16),
+}
+
+/// [`parse`]'s verdict on the common cases, TCP and UDP in IPv4 without options,
+/// untagged or under one VLAN tag, each from one read (one bounds check in XDP instead of
+/// one per header). Every other frame, including any malformed one, is left to
+/// [`parse_general`], with where to start it. Always [`Parsed::Port`] when `Ok`.
+///
+/// Public so that a caller can give the common case code of its own: XDP counts it
+/// without first storing the verdict where the general walk's verdicts meet.
+#[inline(always)]
+pub fn parse_fast<P: Packet + ?Sized>(packet: &P, frame_len: usize) -> Result<Parsed, WalkStart> {
+    let Some(head) = packet.read::<FAST_PATH_LEN>(0) else {
+        return Err(WalkStart::Frame);
+    };
+    let ethertype = head.be16::<12>();
+    let fast = if ethertype == ETHERTYPE_IPV4 {
+        parse_ipv4_fast(&head, frame_len, 0)
+    } else if ethertype == ETHERTYPE_VLAN || ethertype == ETHERTYPE_QINQ {
+        // Seen from 4 bytes further on, a frame with one tag has the layout of an
+        // untagged one: its inner ethertype where the ethertype would be, then IPv4.
+        packet
+            .read::<FAST_PATH_LEN>(VLAN_TAG_LEN)
+            .and_then(|tagged| parse_ipv4_fast(&tagged, frame_len, VLAN_TAG_LEN))
+    } else {
+        None
+    };
+    fast.ok_or(WalkStart::Ethertype(ethertype))
 }
 
 /// [`parse_general`] specialised to a well-formed TCP or UDP packet in IPv4 whose header
@@ -193,8 +210,9 @@ fn parse_ipv4_fast<W: Window<FAST_PATH_LEN>>(
     if head.be16::<12>() != ETHERTYPE_IPV4 || head.byte::<IP>() != 0x45 {
         return None;
     }
+    // A total length under 20 needs no test of its own: it fails the L4 tests below.
     let total_len = usize::from(head.be16::<{ IP + 2 }>());
-    if total_len < IPV4_MIN_HEADER_LEN || shift + IP + total_len > frame_len {
+    if shift + IP + total_len > frame_len {
         return None;
     }
     let flags_and_offset = head.be16::<{ IP + 6 }>();
@@ -205,8 +223,9 @@ fn parse_ipv4_fast<W: Window<FAST_PATH_LEN>>(
     let protocol = head.byte::<{ IP + 9 }>();
     let parsed = match protocol {
         IPPROTO_TCP => {
+            // A header of at least 20 bytes that ends by `end` also holds the 14 read.
             let header_len = usize::from(head.byte::<{ L4_AT + 12 }>() >> 4) * 4;
-            if L4_AT + 14 > end || header_len < TCP_MIN_HEADER_LEN || L4_AT + header_len > end {
+            if header_len < TCP_MIN_HEADER_LEN || L4_AT + header_len > end {
                 return None;
             }
             Parsed::Port {
@@ -243,12 +262,16 @@ fn parse_ipv4_fast<W: Window<FAST_PATH_LEN>>(
 }
 
 /// The full header walk: VLAN tags, IPv4 with options, IPv6 with extension headers.
+/// Gives [`parse`]'s verdict on every frame.
 #[inline(always)]
-fn parse_general<P: Packet + ?Sized>(packet: &P, frame_len: usize) -> Parsed {
-    let Some(eth) = packet.read::<ETH_HEADER_LEN>(0) else {
-        return Parsed::MALFORMED;
+pub fn parse_general<P: Packet + ?Sized>(packet: &P, frame_len: usize, start: WalkStart) -> Parsed {
+    let mut ethertype = match start {
+        WalkStart::Ethertype(ethertype) => ethertype,
+        WalkStart::Frame => match packet.read::<ETH_HEADER_LEN>(0) {
+            Some(eth) => eth.be16::<12>(),
+            None => return Parsed::MALFORMED,
+        },
     };
-    let mut ethertype = eth.be16::<12>();
     let mut offset = ETH_HEADER_LEN;
     for _ in 0..MAX_VLAN_TAGS {
         if ethertype != ETHERTYPE_VLAN && ethertype != ETHERTYPE_QINQ {

@@ -7,7 +7,7 @@ use aya_ebpf::{
 use aya_log_ebpf::{debug, error};
 use monitor_common::{
     layout::{
-        Counter, Direction, Reason, SLICE_ENTRIES, ip_protocol_index, port_index, reason_index,
+        Counter, Direction, L4, Reason, SLICE_ENTRIES, ip_protocol_index, port_index, reason_index,
     },
     parse::Parsed,
 };
@@ -83,9 +83,6 @@ pub fn count<C: EbpfContext>(
 ) {
     let shared = slice.shared;
     let base = slice.index.wrapping_mul(SLICE_ENTRIES);
-    if global(&PORTMON_DEBUG) != 0 {
-        log_parsed(ctx, direction, parsed, bytes);
-    }
     match *parsed {
         Parsed::Port { l4, port, syn, .. } => {
             let syns = if syn { packets } else { 0 };
@@ -191,24 +188,64 @@ pub fn internal_error<C: EbpfContext>(ctx: &C, direction: Direction, index: u32)
     }
 }
 
+/// With the debug switch on, logs the verdict on one packet. Its fields travel as scalars,
+/// so the verdict may stay in registers.
+#[inline(always)]
+pub fn log<C: EbpfContext>(ctx: &C, direction: Direction, parsed: &Parsed, bytes: u64) {
+    if global(&PORTMON_DEBUG) == 0 {
+        return;
+    }
+    match *parsed {
+        Parsed::Port { l4, port, syn, .. } => log_port(ctx, direction, l4, port, syn, bytes),
+        Parsed::Unparsed { reason, .. } => log_unparsed(ctx, direction, reason, bytes),
+    }
+}
+
+/// [`log`], but the verdict goes to the logging function by reference, which keeps it in
+/// memory (on the stack) whether the switch is on or not. For verdicts that come from
+/// many ends of the general walk: stored and reloaded, they reach the counting code as one
+/// state of the verifier instead of one per end, which would take it past its
+/// one-million-instruction limit; and LLVM stores them more cheaply than it keeps them
+/// in registers.
+#[inline(always)]
+pub fn log_from_memory<C: EbpfContext>(ctx: &C, direction: Direction, parsed: &Parsed, bytes: u64) {
+    if global(&PORTMON_DEBUG) != 0 {
+        log_parsed(ctx, direction, parsed, bytes);
+    }
+}
+
 #[inline(never)]
 fn log_parsed<C: EbpfContext>(ctx: &C, direction: Direction, parsed: &Parsed, bytes: u64) {
-    match *parsed {
-        Parsed::Port { l4, port, syn, .. } => debug!(
-            ctx,
-            "portmon: {} {} port {} syn={} bytes={}",
-            direction.as_str(),
-            l4.as_str(),
-            port,
-            u32::from(syn),
-            bytes
-        ),
-        Parsed::Unparsed { reason, .. } => debug!(
-            ctx,
-            "portmon: {} unparsed {} bytes={}",
-            direction.as_str(),
-            reason.as_str(),
-            bytes
-        ),
-    }
+    log(ctx, direction, parsed, bytes);
+}
+
+#[inline(never)]
+fn log_port<C: EbpfContext>(
+    ctx: &C,
+    direction: Direction,
+    l4: L4,
+    port: u16,
+    syn: bool,
+    bytes: u64,
+) {
+    debug!(
+        ctx,
+        "portmon: {} {} port {} syn={} bytes={}",
+        direction.as_str(),
+        l4.as_str(),
+        port,
+        u32::from(syn),
+        bytes
+    );
+}
+
+#[inline(never)]
+fn log_unparsed<C: EbpfContext>(ctx: &C, direction: Direction, reason: Reason, bytes: u64) {
+    debug!(
+        ctx,
+        "portmon: {} unparsed {} bytes={}",
+        direction.as_str(),
+        reason.as_str(),
+        bytes
+    );
 }

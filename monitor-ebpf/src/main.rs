@@ -18,7 +18,10 @@ use aya_ebpf::{
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
-use monitor_common::{layout::Direction, parse::parse};
+use monitor_common::{
+    layout::Direction,
+    parse::{Parsed, parse, parse_fast, parse_general},
+};
 
 use crate::{
     access::{SkbPacket, XdpPacket},
@@ -30,18 +33,29 @@ use crate::{
 pub fn portmon_xdp(ctx: XdpContext) -> u32 {
     let packet = XdpPacket::new(&ctx);
     let frame_len = packet.opaque_len();
-    let parsed = parse(&packet, frame_len);
-    let slice = Slice::this_cpu();
-    count(
-        &ctx,
-        slice,
-        Direction::Ingress,
-        &parsed,
-        frame_len as u64,
-        1,
-    );
-    payload::count(&ctx, &packet, slice, Direction::Ingress, &parsed);
+    // The common case gets code of its own: its verdict stays in registers, where a
+    // verdict shared with the general walk's many ends is stored and reloaded.
+    match parse_fast(&packet, frame_len) {
+        Ok(parsed) => {
+            count::log(&ctx, Direction::Ingress, &parsed, frame_len as u64);
+            count_xdp(&ctx, &packet, &parsed, frame_len);
+        }
+        Err(start) => {
+            let parsed = parse_general(&packet, frame_len, start);
+            count::log_from_memory(&ctx, Direction::Ingress, &parsed, frame_len as u64);
+            count_xdp(&ctx, &packet, &parsed, frame_len);
+        }
+    }
     XDP_PASS
+}
+
+#[inline(always)]
+fn count_xdp(ctx: &XdpContext, packet: &XdpPacket, parsed: &Parsed, frame_len: usize) {
+    // After the parse, not before: the slice is not needed until now, and a value kept
+    // across the parse is a register the parse cannot use.
+    let slice = Slice::this_cpu();
+    count(ctx, slice, Direction::Ingress, parsed, frame_len as u64, 1);
+    payload::count(ctx, packet, slice, Direction::Ingress, parsed);
 }
 
 /// Egress: every packet the stack sends, before segmentation offload.
@@ -67,6 +81,7 @@ fn count_skb(ctx: &TcContext, direction: Direction) {
     let segments = u64::from(packet.gso_segs().max(1));
     let wire_bytes = count::wire_bytes(&parsed, frame_len as u64, segments);
     let slice = Slice::this_cpu();
+    count::log_from_memory(ctx, direction, &parsed, wire_bytes);
     count(ctx, slice, direction, &parsed, wire_bytes, segments);
     // Once per skb, not per segment: only the first segment starts with the payload's
     // first bytes.
