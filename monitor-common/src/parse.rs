@@ -168,6 +168,9 @@ pub enum WalkStart {
 ///
 /// Public so that a caller can give the common case code of its own: XDP counts it
 /// without first storing the verdict where the general walk's verdicts meet.
+///
+/// # Errors
+/// Not an error: [`WalkStart`] says where [`parse_general`] takes the frame over.
 #[inline(always)]
 pub fn parse_fast<P: Packet + ?Sized>(packet: &P, frame_len: usize) -> Result<Parsed, WalkStart> {
     let Some(head) = packet.read::<FAST_PATH_LEN>(0) else {
