@@ -63,9 +63,6 @@ pub fn count<C: EbpfContext, P: Packet + ?Sized>(
     direction: Direction,
     parsed: &Parsed,
 ) {
-    if global(&PORTMON_PAYLOAD_ENABLED) == 0 {
-        return;
-    }
     let Parsed::Port {
         l4,
         port,
@@ -76,7 +73,12 @@ pub fn count<C: EbpfContext, P: Packet + ?Sized>(
     else {
         return;
     };
+    // The packet's own test first: most packets (handshakes, ACKs) carry no payload and
+    // then cost one test instead of a load of the switch as well.
     if payload_len == 0 {
+        return;
+    }
+    if global(&PORTMON_PAYLOAD_ENABLED) == 0 {
         return;
     }
     if payload_offset >= MAX_PAYLOAD_OFFSET {
