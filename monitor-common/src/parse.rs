@@ -348,7 +348,9 @@ fn parse_ipv6<P: Packet + ?Sized>(packet: &P, offset: usize, frame_len: usize) -
         let header_len = match next_header {
             IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
                 // RFC 8200: Hdr Ext Len in 8-octet units, not counting the first 8.
-                let Some(ext) = read_within::<P, 2>(packet, cursor, end) else {
+                // Read without testing against `end`: the header is at least 8 bytes,
+                // and the test of all of it against `end` below covers these two.
+                let Some(ext) = packet.read::<2>(cursor) else {
                     return Parsed::MALFORMED;
                 };
                 next_header = ext.byte::<0>();
@@ -358,8 +360,9 @@ fn parse_ipv6<P: Packet + ?Sized>(packet: &P, offset: usize, frame_len: usize) -
                 // RFC 4302: Payload Len in 4-octet units, minus 2. Its fixed fields (next
                 // header, length, reserved, SPI, sequence number) take 12 bytes, so a
                 // Payload Len of 0 (8 bytes) is inconsistent: walking it would read the
-                // sequence number as the next header.
-                let Some(ext) = read_within::<P, 2>(packet, cursor, end) else {
+                // sequence number as the next header. (At least 12 bytes, tested against
+                // `end` below, as above.)
+                let Some(ext) = packet.read::<2>(cursor) else {
                     return Parsed::MALFORMED;
                 };
                 if ext.byte::<1>() == 0 {
