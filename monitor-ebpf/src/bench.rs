@@ -139,7 +139,7 @@ fn add(direction: u32, kind: u32, value: u32, bytes: u64, syns: u64) {
         Some(counter) => counter,
         None => {
             // First packet of this key on this CPU: create it, then look it up again.
-            let _ = BENCH_HASH_COUNTERS.insert(&key, &Counter::default(), u64::from(BPF_NOEXIST));
+            let _ = BENCH_HASH_COUNTERS.insert(&key, Counter::default(), u64::from(BPF_NOEXIST));
             let Some(counter) = BENCH_HASH_COUNTERS.get_ptr_mut(&key) else {
                 return;
             };
