@@ -159,6 +159,8 @@ pub enum WalkStart {
     Frame,
     /// After the Ethernet header, whose ethertype the fast path has read.
     Ethertype(u16),
+    /// At the IPv6 header of an untagged frame (the fast path has read the ethertype).
+    Ipv6,
 }
 
 /// [`parse`]'s verdict on the common cases, TCP and UDP in IPv4 without options,
@@ -185,6 +187,8 @@ pub fn parse_fast<P: Packet + ?Sized>(packet: &P, frame_len: usize) -> Result<Pa
         packet
             .read::<FAST_PATH_LEN>(VLAN_TAG_LEN)
             .and_then(|tagged| parse_ipv4_fast(&tagged, frame_len, VLAN_TAG_LEN))
+    } else if ethertype == ETHERTYPE_IPV6 {
+        return Err(WalkStart::Ipv6);
     } else {
         None
     };
@@ -269,6 +273,7 @@ fn parse_ipv4_fast<W: Window<FAST_PATH_LEN>>(
 #[inline(always)]
 pub fn parse_general<P: Packet + ?Sized>(packet: &P, frame_len: usize, start: WalkStart) -> Parsed {
     let mut ethertype = match start {
+        WalkStart::Ipv6 => return parse_ipv6(packet, ETH_HEADER_LEN, frame_len),
         WalkStart::Ethertype(ethertype) => ethertype,
         WalkStart::Frame => match packet.read::<ETH_HEADER_LEN>(0) {
             Some(eth) => eth.be16::<12>(),
