@@ -78,13 +78,60 @@ fn trailing_ethernet_padding_is_ignored() {
     );
 }
 
-/// The fast path must give the general walk's verdict on every frame it accepts. Each row
-/// sets bytes of a valid IPv4/TCP frame (padded to 80 bytes, so UDP and longer TCP
-/// headers fit); every row is also tried with each frame length and each truncation.
+/// An untagged IPv6 frame carrying a 20-byte TCP header to `dst_port`.
+fn ipv6_tcp(dst_port: u16, flags: u8) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x86, 0xdd]);
+    f.extend_from_slice(&[0x60, 0, 0, 0, 0, 20, 6, 64]);
+    f.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+    f.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+    let p = dst_port.to_be_bytes();
+    f.extend_from_slice(&[
+        0x30, 0x39, p[0], p[1], 0, 0, 0, 0, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0,
+    ]);
+    f
+}
+
+/// Edits of a base frame: (case, [(byte offset, value)]).
+type Cases = &'static [(&'static str, &'static [(usize, u8)])];
+
+/// Rows for the IPv6 fast path: bytes set in [`ipv6_tcp`]'s frame (IPv6 header at 14,
+/// payload length at 18, next header at 20, TCP at 54).
+const IPV6_CASES: Cases = &[
+    ("ipv6 tcp ack", &[]),
+    ("ipv6 tcp syn", &[(67, 0x02)]),
+    ("ipv6 tcp syn-ack", &[(67, 0x12)]),
+    ("ipv6 tcp data offset 4", &[(66, 0x40)]),
+    ("ipv6 tcp data offset 6", &[(66, 0x60)]),
+    ("ipv6 tcp data offset 15", &[(66, 0xf0)]),
+    ("ipv6 payload length 0 (jumbogram)", &[(19, 0)]),
+    ("ipv6 payload length 13", &[(19, 13)]),
+    ("ipv6 payload length 14", &[(19, 14)]),
+    ("ipv6 payload length 19", &[(19, 19)]),
+    ("ipv6 payload length 21", &[(19, 21)]),
+    ("ipv6 payload length 46", &[(19, 46)]),
+    ("ipv6 payload length 47", &[(19, 47)]),
+    ("ipv6 payload length 276", &[(18, 1)]),
+    ("ipv6 version 4", &[(14, 0x40)]),
+    ("ipv6 version 7", &[(14, 0x70)]),
+    ("ipv6 udp", &[(20, 17), (59, 8)]),
+    ("ipv6 udp length 7", &[(20, 17), (59, 7)]),
+    ("ipv6 udp length 12", &[(20, 17), (59, 12)]),
+    ("ipv6 udp length 20", &[(20, 17), (59, 20)]),
+    ("ipv6 udp length 21", &[(20, 17), (59, 21)]),
+    ("ipv6 hop-by-hop", &[(20, 0)]),
+    ("ipv6 icmpv6", &[(20, 58)]),
+    ("ipv6 gre", &[(20, 47)]),
+    ("ipv4 ethertype, ipv6 bytes", &[(12, 0x08), (13, 0x00)]),
+];
+
+/// The fast paths must give the general walk's verdict on every frame they accept. Each
+/// row sets bytes of a valid IPv4/TCP frame (or IPv6/TCP, [`IPV6_CASES`]), padded to 100
+/// bytes so UDP and longer TCP headers fit; every row is also tried with each frame
+/// length and each truncation.
 #[test]
 fn fast_path_agrees_with_the_general_walk() {
-    // (case, [(byte offset, value)])
-    let cases: &[(&str, &[(usize, u8)])] = &[
+    let ipv4_cases: Cases = &[
         ("tcp ack", &[]),
         ("tcp syn", &[(47, 0x02)]),
         ("tcp syn-ack", &[(47, 0x12)]),
@@ -138,27 +185,39 @@ fn fast_path_agrees_with_the_general_walk() {
             &[[0x88, 0xa8, 0x00, 0x64], [0x81, 0x00, 0x00, 0x65]],
         ),
     ];
-    for (name, edits) in cases {
-        let mut untagged = ipv4_tcp(443, 0x10);
-        untagged.resize(80, 0);
-        for &(at, value) in *edits {
-            untagged[at] = value;
+    let bases: [(Vec<u8>, Cases); 2] = [
+        (ipv4_tcp(443, 0x10), ipv4_cases),
+        (ipv6_tcp(443, 0x10), IPV6_CASES),
+    ];
+    for (base, cases) in &bases {
+        for (name, edits) in *cases {
+            assert_agreement(base, name, edits, tags);
         }
-        for (tagging, tag_stack) in tags {
-            let mut frame = untagged[..12].to_vec();
-            for tag in *tag_stack {
-                frame.extend_from_slice(tag);
-            }
-            frame.extend_from_slice(&untagged[12..]);
-            for cut in 0..=frame.len() {
-                let short = &frame[..cut];
-                for frame_len in [cut.saturating_sub(1), cut, cut + 1, 60, 80, 84] {
-                    assert_eq!(
-                        parse(short, frame_len),
-                        parse_general(short, frame_len, WalkStart::Frame),
-                        "case {name} ({tagging}): cut to {cut} bytes, frame_len {frame_len}: fast path (left) vs general walk (right)"
-                    );
-                }
+    }
+}
+
+/// Asserts that `base` with `edits` gets the same verdict from [`parse`] and from the
+/// general walk alone, under each tag stack in `tags`, cut at every length.
+fn assert_agreement(base: &[u8], name: &str, edits: &[(usize, u8)], tags: &[(&str, &[[u8; 4]])]) {
+    let mut untagged = base.to_vec();
+    untagged.resize(100, 0);
+    for &(at, value) in edits {
+        untagged[at] = value;
+    }
+    for (tagging, tag_stack) in tags {
+        let mut frame = untagged[..12].to_vec();
+        for tag in *tag_stack {
+            frame.extend_from_slice(tag);
+        }
+        frame.extend_from_slice(&untagged[12..]);
+        for cut in 0..=frame.len() {
+            let short = &frame[..cut];
+            for frame_len in [cut.saturating_sub(1), cut, cut + 1, 60, 80, 84, 100, 104] {
+                assert_eq!(
+                    parse(short, frame_len),
+                    parse_general(short, frame_len, WalkStart::Frame),
+                    "case {name} ({tagging}): cut to {cut} bytes, frame_len {frame_len}: fast path (left) vs general walk (right)"
+                );
             }
         }
     }
