@@ -219,7 +219,7 @@ const IPV6_FAST_PATH_LEN: usize = ETH_HEADER_LEN + IPV6_HEADER_LEN + 14;
 #[inline(always)]
 fn parse_ipv6_fast<W: Window<IPV6_FAST_PATH_LEN>>(head: &W, frame_len: usize) -> Option<Parsed> {
     const IP: usize = ETH_HEADER_LEN;
-    const L4_AT: usize = IP + IPV6_HEADER_LEN;
+    const L4_AT: usize = IPV6_FAST_L4;
     if head.byte::<IP>() >> 4 != 6 {
         return None;
     }
@@ -228,40 +228,14 @@ fn parse_ipv6_fast<W: Window<IPV6_FAST_PATH_LEN>>(head: &W, frame_len: usize) ->
     if end > frame_len {
         return None;
     }
-    let parsed = match head.byte::<{ IP + 6 }>() {
-        IPPROTO_TCP => {
-            // A header of at least 20 bytes that ends by `end` also holds the 14 read.
-            let header_len = usize::from(head.byte::<{ L4_AT + 12 }>() >> 4) * 4;
-            if header_len < TCP_MIN_HEADER_LEN || L4_AT + header_len > end {
-                return None;
-            }
-            Parsed::Port {
-                l4: L4::Tcp,
-                port: head.be16::<{ L4_AT + 2 }>(),
-                syn: head.byte::<{ L4_AT + 13 }>() & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN,
-                #[expect(clippy::cast_possible_truncation, reason = "at most 54 + 60")]
-                payload_offset: (L4_AT + header_len) as u16,
-                payload_len: length(end - (L4_AT + header_len)),
-            }
-        }
-        IPPROTO_UDP => {
-            // At least 8 bytes that end by `end` also hold the UDP header.
-            let udp_len = usize::from(head.be16::<{ L4_AT + 4 }>());
-            if udp_len < UDP_HEADER_LEN || L4_AT + udp_len > end {
-                return None;
-            }
-            Parsed::Port {
-                l4: L4::Udp,
-                port: head.be16::<{ L4_AT + 2 }>(),
-                syn: false,
-                #[expect(clippy::cast_possible_truncation, reason = "a constant, 62")]
-                payload_offset: (L4_AT + UDP_HEADER_LEN) as u16,
-                payload_len: udp_payload_len(udp_len, end - L4_AT, false),
-            }
-        }
-        _ => return None,
-    };
-    Some(parsed)
+    fast_l4_verdict(
+        &Ipv6Fields(head),
+        head.byte::<{ IP + 6 }>(),
+        L4_AT,
+        end,
+        0,
+        false,
+    )
 }
 
 /// [`parse_general`] specialised to a well-formed TCP or UDP packet in IPv4 whose header
@@ -282,7 +256,7 @@ fn parse_ipv4_fast<W: Window<FAST_PATH_LEN>>(
     shift: usize,
 ) -> Option<Parsed> {
     const IP: usize = ETH_HEADER_LEN;
-    const L4_AT: usize = IP + IPV4_MIN_HEADER_LEN;
+    const L4_AT: usize = IPV4_FAST_L4;
     if head.be16::<12>() != ETHERTYPE_IPV4 || head.byte::<IP>() != 0x45 {
         return None;
     }
@@ -295,41 +269,118 @@ fn parse_ipv4_fast<W: Window<FAST_PATH_LEN>>(
     if flags_and_offset & 0x1fff != 0 {
         return None;
     }
-    let end = IP + total_len;
-    let protocol = head.byte::<{ IP + 9 }>();
+    fast_l4_verdict(
+        &Ipv4Fields(head),
+        head.byte::<{ IP + 9 }>(),
+        L4_AT,
+        IP + total_len,
+        shift,
+        flags_and_offset & 0x2000 != 0,
+    )
+}
+
+/// The L4 fields the fast paths read, each where its window has it. Read only when the
+/// verdict needs them (a TCP verdict never loads the UDP length).
+trait FastFields {
+    fn port(&self) -> u16;
+    fn tcp_data_offset(&self) -> u8;
+    fn tcp_flags(&self) -> u8;
+    fn udp_len(&self) -> u16;
+}
+
+/// L4 after a 20-byte IPv4 header, in [`parse_ipv4_fast`]'s window.
+struct Ipv4Fields<'a, W>(&'a W);
+
+impl<W: Window<FAST_PATH_LEN>> FastFields for Ipv4Fields<'_, W> {
+    #[inline(always)]
+    fn port(&self) -> u16 {
+        self.0.be16::<{ IPV4_FAST_L4 + 2 }>()
+    }
+    #[inline(always)]
+    fn tcp_data_offset(&self) -> u8 {
+        self.0.byte::<{ IPV4_FAST_L4 + 12 }>()
+    }
+    #[inline(always)]
+    fn tcp_flags(&self) -> u8 {
+        self.0.byte::<{ IPV4_FAST_L4 + 13 }>()
+    }
+    #[inline(always)]
+    fn udp_len(&self) -> u16 {
+        self.0.be16::<{ IPV4_FAST_L4 + 4 }>()
+    }
+}
+
+/// L4 right after the IPv6 header, in [`parse_ipv6_fast`]'s window.
+struct Ipv6Fields<'a, W>(&'a W);
+
+impl<W: Window<IPV6_FAST_PATH_LEN>> FastFields for Ipv6Fields<'_, W> {
+    #[inline(always)]
+    fn port(&self) -> u16 {
+        self.0.be16::<{ IPV6_FAST_L4 + 2 }>()
+    }
+    #[inline(always)]
+    fn tcp_data_offset(&self) -> u8 {
+        self.0.byte::<{ IPV6_FAST_L4 + 12 }>()
+    }
+    #[inline(always)]
+    fn tcp_flags(&self) -> u8 {
+        self.0.byte::<{ IPV6_FAST_L4 + 13 }>()
+    }
+    #[inline(always)]
+    fn udp_len(&self) -> u16 {
+        self.0.be16::<{ IPV6_FAST_L4 + 4 }>()
+    }
+}
+
+/// Where the fast paths' windows have the L4 header.
+const IPV4_FAST_L4: usize = ETH_HEADER_LEN + IPV4_MIN_HEADER_LEN;
+const IPV6_FAST_L4: usize = ETH_HEADER_LEN + IPV6_HEADER_LEN;
+
+/// The fast paths' verdict on a `protocol` header at `l4_at` in a window taken `shift`
+/// bytes into the frame, in an IP packet that ends at `end` (in the window's offsets);
+/// `more_fragments` marks a first fragment. Mirrors [`parse_l4`]; `None` for anything but
+/// a well-formed TCP or UDP header.
+#[inline(always)]
+fn fast_l4_verdict<F: FastFields>(
+    fields: &F,
+    protocol: u8,
+    l4_at: usize,
+    end: usize,
+    shift: usize,
+    more_fragments: bool,
+) -> Option<Parsed> {
     let parsed = match protocol {
         IPPROTO_TCP => {
             // A header of at least 20 bytes that ends by `end` also holds the 14 read.
-            let header_len = usize::from(head.byte::<{ L4_AT + 12 }>() >> 4) * 4;
-            if header_len < TCP_MIN_HEADER_LEN || L4_AT + header_len > end {
+            let header_len = usize::from(fields.tcp_data_offset() >> 4) * 4;
+            if header_len < TCP_MIN_HEADER_LEN || l4_at + header_len > end {
                 return None;
             }
             Parsed::Port {
                 l4: L4::Tcp,
-                port: head.be16::<{ L4_AT + 2 }>(),
-                syn: head.byte::<{ L4_AT + 13 }>() & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN,
-                // At most 4 + 14 + 20 + 60 bytes.
-                #[expect(clippy::cast_possible_truncation, reason = "at most 98")]
-                payload_offset: (shift + L4_AT + header_len) as u16,
-                payload_len: length(end - (L4_AT + header_len)),
+                port: fields.port(),
+                syn: fields.tcp_flags() & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN,
+                // At most 4 + 14 + 40 + 60 bytes.
+                #[expect(clippy::cast_possible_truncation, reason = "at most 118")]
+                payload_offset: (shift + l4_at + header_len) as u16,
+                payload_len: length(end - (l4_at + header_len)),
             }
         }
         IPPROTO_UDP => {
-            let udp_len = usize::from(head.be16::<{ L4_AT + 4 }>());
-            let more_fragments = flags_and_offset & 0x2000 != 0;
-            if L4_AT + UDP_HEADER_LEN > end
+            let udp_len = usize::from(fields.udp_len());
+            if l4_at + UDP_HEADER_LEN > end
                 || udp_len < UDP_HEADER_LEN
-                || (!more_fragments && L4_AT + udp_len > end)
+                || (!more_fragments && l4_at + udp_len > end)
             {
                 return None;
             }
             Parsed::Port {
                 l4: L4::Udp,
-                port: head.be16::<{ L4_AT + 2 }>(),
+                port: fields.port(),
                 syn: false,
-                #[expect(clippy::cast_possible_truncation, reason = "42 or 46")]
-                payload_offset: (shift + L4_AT + UDP_HEADER_LEN) as u16,
-                payload_len: udp_payload_len(udp_len, end - L4_AT, more_fragments),
+                #[expect(clippy::cast_possible_truncation, reason = "at most 4 + 14 + 40 + 8")]
+                payload_offset: (shift + l4_at + UDP_HEADER_LEN) as u16,
+                payload_len: udp_payload_len(udp_len, end - l4_at, more_fragments),
             }
         }
         _ => return None,
