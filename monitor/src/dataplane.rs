@@ -126,7 +126,17 @@ impl DataPlane {
     /// # Errors
     /// See [`LoadError`].
     pub fn load(options: LoadOptions) -> Result<Self, LoadError> {
-        Self::load_with(options, None)
+        Self::load_with(options, None, OBJECT)
+    }
+
+    /// Like [`DataPlane::load`], from another build of the kernel programs: for the
+    /// benchmark's A/B comparison of two builds in one run. The object must define the
+    /// same maps and globals as this build's.
+    ///
+    /// # Errors
+    /// See [`LoadError`].
+    pub fn load_object(options: LoadOptions, object: &[u8]) -> Result<Self, LoadError> {
+        Self::load_with(options, None, object)
     }
 
     /// Like [`DataPlane::load`], with every map of [`PINNED_MAPS`] opened from `pins` when
@@ -136,10 +146,14 @@ impl DataPlane {
     /// # Errors
     /// See [`LoadError`].
     pub fn load_pinned(options: LoadOptions, pins: &PinDir) -> Result<Self, LoadError> {
-        Self::load_with(options, Some(pins))
+        Self::load_with(options, Some(pins), OBJECT)
     }
 
-    fn load_with(options: LoadOptions, pins: Option<&PinDir>) -> Result<Self, LoadError> {
+    fn load_with(
+        options: LoadOptions,
+        pins: Option<&PinDir>,
+        object: &[u8],
+    ) -> Result<Self, LoadError> {
         let plan = options.plan()?;
         let shared = u32::from(plan.shared);
         let debug = u32::from(options.debug);
@@ -157,7 +171,7 @@ impl DataPlane {
                 loader.map_pin_path(name, pins.map_path(name));
             }
         }
-        let mut ebpf = loader.load(OBJECT)?;
+        let mut ebpf = loader.load(object)?;
         info!(
             "counter map: {} slices ({}), {} KiB{}",
             plan.slices,

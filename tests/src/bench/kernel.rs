@@ -1,12 +1,15 @@
 //! The kernel benchmark: every figure of issue 2's "Benchmark: `cargo xtask bench kernel`",
 //! measured over several runs with the programs interleaved inside each run.
 
-use std::time::{Duration, Instant};
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context as _, bail};
 use portmon::{
     bench_programs::{HASHMAP_PROGRAM, PARSE_PROGRAM, PASS_PROGRAM},
-    dataplane::DataPlane,
+    dataplane::{DataPlane, LoadOptions},
 };
 
 use super::{
@@ -19,7 +22,7 @@ use super::{
 };
 
 /// How much to measure.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Settings {
     /// Runs; every figure is the median over them.
     pub runs: usize,
@@ -35,6 +38,9 @@ pub struct Settings {
     pub skip_live: bool,
     /// Also print each program's cost per frame of the mix (diagnostics).
     pub per_frame: bool,
+    /// Another build of portmon's kernel object, measured as one more contestant (`alt`)
+    /// in the same runs: the A/B comparison of two builds that this noisy host needs.
+    pub alt_object: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -48,6 +54,7 @@ impl Default for Settings {
             live_time_limit: Duration::from_secs(20),
             skip_live: false,
             per_frame: false,
+            alt_object: None,
         }
     }
 }
@@ -60,6 +67,7 @@ struct Run {
     portmon: Option<Cost>,
     hashmap: Option<Cost>,
     capped: Option<Cost>,
+    alt: Option<Cost>,
     contention_default: f64,
     contention_capped: f64,
     contention_shared: f64,
@@ -75,6 +83,7 @@ struct Loaded {
     capped: DataPlane,
     shared: DataPlane,
     payload: payload::Planes,
+    alt: Option<DataPlane>,
 }
 
 /// Runs the benchmark and returns its figures, in table order.
@@ -98,6 +107,7 @@ pub fn run(settings: &Settings) -> anyhow::Result<Vec<Figure>> {
         capped: Layout::Capped256.load()?,
         shared: Layout::SharedOneSlice.load()?,
         payload: payload::Planes::load()?,
+        alt: settings.alt_object.as_deref().map(load_alt).transpose()?,
     };
     let pair = if settings.skip_live {
         None
@@ -141,6 +151,9 @@ pub fn run(settings: &Settings) -> anyhow::Result<Vec<Figure>> {
         print_per_frame(&mix, &runs);
     }
     let mut figures = cost_figures(&runs);
+    if loaded.alt.is_some() {
+        figures.extend(alt_figures(&runs));
+    }
     let payload_runs: Vec<payload::Run> = runs.iter().filter_map(|run| run.payload).collect();
     figures.extend(payload::figures(&payload_runs));
     figures.extend(contention_figures(&runs));
@@ -165,9 +178,10 @@ fn measure_cost(
         bench,
         portmon,
         capped,
+        alt,
         ..
     } = loaded;
-    let contestants = [
+    let mut contestants = vec![
         Contestant {
             name: "bare",
             program: bench.xdp(PASS_PROGRAM)?,
@@ -189,6 +203,12 @@ fn measure_cost(
             program: capped.xdp_mut()?,
         },
     ];
+    if let Some(alt) = alt {
+        contestants.push(Contestant {
+            name: "alt",
+            program: alt.xdp_mut()?,
+        });
+    }
     // On one CPU, so that a migration never splits a measurement.
     let measured = std::thread::scope(|scope| {
         scope
@@ -205,22 +225,28 @@ fn measure_cost(
     run.portmon = costs.get(2).copied();
     run.hashmap = costs.get(3).copied();
     run.capped = costs.get(4).copied();
+    run.alt = costs.get(5).copied();
     run.per_frame = measured.per_frame;
     Ok(())
 }
 
 /// The contestants of [`measure_cost`], in order, for the per-frame table.
-const CONTESTANTS: [&str; 5] = ["bare", "parse", "portmon", "hashmap", "capped"];
+const CONTESTANTS: [&str; 6] = ["bare", "parse", "portmon", "hashmap", "capped", "alt"];
 
 fn print_per_frame(mix: &[frames::MixFrame], runs: &[Run]) {
+    let measured = runs
+        .first()
+        .and_then(|run| run.per_frame.first())
+        .map_or(0, Vec::len)
+        .min(CONTESTANTS.len());
     eprint!("{:<28}", "ns per packet (median)");
-    for name in CONTESTANTS {
+    for name in &CONTESTANTS[..measured] {
         eprint!("{name:>10}");
     }
     eprintln!();
     for (index, frame) in mix.iter().enumerate() {
         eprint!("{:<28}", frame.name);
-        for contestant in 0..CONTESTANTS.len() {
+        for contestant in 0..measured {
             let ns = medians(runs, |run| {
                 run.per_frame.get(index)?.get(contestant).copied()
             });
@@ -338,6 +364,35 @@ fn cost_figures(runs: &[Run]) -> Vec<Figure> {
             kernel(|run| run.hashmap),
             "ns",
             "cross-check from the kernel's duration (whole ns)",
+        ),
+    ]
+}
+
+/// Loads the `--alt-object` build in the default layout.
+fn load_alt(path: &std::path::Path) -> anyhow::Result<DataPlane> {
+    let object = std::fs::read(path)
+        .with_context(|| format!("reading the --alt-object build {}", path.display()))?;
+    DataPlane::load_object(LoadOptions::default(), &object).with_context(|| {
+        format!(
+            "loading {} (it must be a portmon kernel object with this build's maps and globals)",
+            path.display()
+        )
+    })
+}
+
+fn alt_figures(runs: &[Run]) -> Vec<Figure> {
+    vec![
+        Figure::info(
+            "alt_overhead_ns",
+            medians(runs, |run| Some(run.alt?.cpu_ns - run.bare?.cpu_ns)),
+            "ns",
+            "--alt-object build: alt_ns - bare_ns, same run",
+        ),
+        Figure::info(
+            "alt_minus_portmon_ns",
+            medians(runs, |run| Some(run.alt?.cpu_ns - run.portmon?.cpu_ns)),
+            "ns",
+            "--alt-object build against this build, same run (negative: alt is cheaper)",
         ),
     ]
 }

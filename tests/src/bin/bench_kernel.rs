@@ -17,7 +17,11 @@ const USAGE: &str =
   --runs N     runs to take medians over (default 5, at least 5 for the issue's figures)
   --quick      a tenth of the repeats and frames, for trying the benchmark out
   --skip-live  no veth floods (live and AF_PACKET figures)
-  --per-frame  also print each program's cost per frame of the mix";
+  --per-frame  also print each program's cost per frame of the mix
+  --alt-object PATH
+               also measure another build of portmon's kernel object (for example a
+               copy of target/release/build/monitor-*/out/portmon from an older commit)
+               in the same runs, as contestant `alt`";
 
 struct Args {
     out: PathBuf,
@@ -45,6 +49,13 @@ fn parse_args() -> anyhow::Result<Args> {
             }
             "--skip-live" => settings.skip_live = true,
             "--per-frame" => settings.per_frame = true,
+            "--alt-object" => {
+                settings.alt_object = Some(
+                    args.next()
+                        .context("--alt-object needs the path of a kernel object")?
+                        .into(),
+                );
+            }
             "--help" | "-h" => {
                 println!("{USAGE}");
                 std::process::exit(0);
