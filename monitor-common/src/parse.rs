@@ -63,8 +63,19 @@ pub trait Window<const N: usize> {
     fn byte<const AT: usize>(&self) -> u8;
     /// The big-endian (network order) 16-bit field at `AT`.
     fn be16<const AT: usize>(&self) -> u16;
+    /// The 16 bits at `AT` as a host-order load sees them, without the byte swap that
+    /// [`Window::be16`] costs: for tests against constants converted with [`wire16`]
+    /// at compile time.
+    fn ne16<const AT: usize>(&self) -> u16;
     /// All `N` bytes.
     fn array(&self) -> [u8; N];
+}
+
+/// What [`Window::ne16`] reads where the packet holds `value` in network order: the
+/// constant to compare or mask an unswapped field with.
+#[must_use]
+pub const fn wire16(value: u16) -> u16 {
+    u16::from_ne_bytes(value.to_be_bytes())
 }
 
 impl<const N: usize> Window<N> for [u8; N] {
@@ -78,6 +89,12 @@ impl<const N: usize> Window<N> for [u8; N] {
     fn be16<const AT: usize>(&self) -> u16 {
         const { assert!(AT + 2 <= N, "a 16-bit field past the window") };
         u16::from_be_bytes([self[AT], self[AT + 1]])
+    }
+
+    #[inline(always)]
+    fn ne16<const AT: usize>(&self) -> u16 {
+        const { assert!(AT + 2 <= N, "a 16-bit field past the window") };
+        u16::from_ne_bytes([self[AT], self[AT + 1]])
     }
 
     #[inline(always)]

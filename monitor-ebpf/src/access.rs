@@ -79,6 +79,11 @@ impl<const N: usize> Window<N> for XdpBytes<N> {
 
     #[inline(always)]
     fn be16<const AT: usize>(&self) -> u16 {
+        u16::from_be(self.ne16::<AT>())
+    }
+
+    #[inline(always)]
+    fn ne16<const AT: usize>(&self) -> u16 {
         const { assert!(AT + 2 <= N, "a 16-bit field past the window") };
         let raw: u64;
         // One 16-bit load. Rust offers none for a pointer that may be odd (a packet's
@@ -106,7 +111,8 @@ impl<const N: usize> Window<N> for XdpBytes<N> {
             clippy::cast_possible_truncation,
             reason = "at most u16::MAX, as above"
         )]
-        u16::from_be(raw as u16)
+        let raw = raw as u16;
+        raw
     }
 
     #[inline(always)]

@@ -6,7 +6,7 @@ use super::{
     ETH_HEADER_LEN, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_QINQ, ETHERTYPE_VLAN, IPPROTO_TCP,
     IPPROTO_UDP, IPV4_MIN_HEADER_LEN, IPV6_HEADER_LEN, L4, Packet, Parsed, TCP_FLAG_ACK,
     TCP_FLAG_SYN, TCP_MIN_HEADER_LEN, UDP_HEADER_LEN, VLAN_TAG_LEN, Window, length,
-    udp_payload_len,
+    udp_payload_len, wire16,
 };
 #[cfg(doc)]
 use super::{parse, parse_general, parse_l4};
@@ -42,16 +42,17 @@ pub fn parse_fast<P: Packet + ?Sized>(packet: &P, frame_len: usize) -> Result<Pa
     let Some(head) = packet.read::<FAST_PATH_LEN>(0) else {
         return Err(WalkStart::Frame);
     };
-    let ethertype = head.be16::<12>();
-    let fast = if ethertype == ETHERTYPE_IPV4 {
+    // Compared unswapped: a byte swap fewer for every frame.
+    let ethertype = head.ne16::<12>();
+    let fast = if ethertype == wire16(ETHERTYPE_IPV4) {
         parse_ipv4_fast(&head, frame_len, 0)
-    } else if ethertype == ETHERTYPE_VLAN || ethertype == ETHERTYPE_QINQ {
+    } else if ethertype == wire16(ETHERTYPE_VLAN) || ethertype == wire16(ETHERTYPE_QINQ) {
         // Seen from 4 bytes further on, a frame with one tag has the layout of an
         // untagged one: its inner ethertype where the ethertype would be, then IPv4.
         packet
             .read::<FAST_PATH_LEN>(VLAN_TAG_LEN)
             .and_then(|tagged| parse_ipv4_fast(&tagged, frame_len, VLAN_TAG_LEN))
-    } else if ethertype == ETHERTYPE_IPV6 {
+    } else if ethertype == wire16(ETHERTYPE_IPV6) {
         // TCP or UDP right after the IPv6 header, from a second, longer read. The next
         // header is within the first read, so a chain of extension headers costs one
         // test before the walk.
@@ -66,7 +67,7 @@ pub fn parse_fast<P: Packet + ?Sized>(packet: &P, frame_len: usize) -> Result<Pa
     } else {
         None
     };
-    fast.ok_or(WalkStart::Ethertype(ethertype))
+    fast.ok_or(WalkStart::Ethertype(u16::from_be(ethertype)))
 }
 
 /// Bytes the IPv6 fast path reads: Ethernet, the IPv6 header and the first 14 bytes of TCP
@@ -120,7 +121,7 @@ fn parse_ipv4_fast<W: Window<FAST_PATH_LEN>>(
 ) -> Option<Parsed> {
     const IP: usize = ETH_HEADER_LEN;
     const L4_AT: usize = IPV4_FAST_L4;
-    if head.be16::<12>() != ETHERTYPE_IPV4 || head.byte::<IP>() != 0x45 {
+    if head.ne16::<12>() != wire16(ETHERTYPE_IPV4) || head.byte::<IP>() != 0x45 {
         return None;
     }
     // A total length under 20 needs no test of its own: it fails the L4 tests below.
@@ -128,8 +129,9 @@ fn parse_ipv4_fast<W: Window<FAST_PATH_LEN>>(
     if shift + IP + total_len > frame_len {
         return None;
     }
-    let flags_and_offset = head.be16::<{ IP + 6 }>();
-    if flags_and_offset & 0x1fff != 0 {
+    // Masked unswapped, like the ethertype.
+    let flags_and_offset = head.ne16::<{ IP + 6 }>();
+    if flags_and_offset & wire16(0x1fff) != 0 {
         return None;
     }
     fast_l4_verdict(
@@ -138,7 +140,7 @@ fn parse_ipv4_fast<W: Window<FAST_PATH_LEN>>(
         L4_AT,
         IP + total_len,
         shift,
-        flags_and_offset & 0x2000 != 0,
+        flags_and_offset & wire16(0x2000) != 0,
     )
 }
 
