@@ -22,8 +22,6 @@ pub const COUNTERS_MAP: &str = "PORTMON_COUNTERS";
 
 /// Load-time global: number of slices in the counter map.
 pub const GLOBAL_SLICE_COUNT: &str = "PORTMON_SLICE_COUNT";
-/// Load-time global: non-zero when several CPUs share a slice (atomic adds needed).
-pub const GLOBAL_SHARED_SLICES: &str = "PORTMON_SHARED_SLICES";
 /// Load-time global: non-zero turns on per-packet debug logging through aya-log.
 pub const GLOBAL_DEBUG: &str = "PORTMON_DEBUG";
 

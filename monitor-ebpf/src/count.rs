@@ -21,8 +21,6 @@ static PORTMON_COUNTERS: Array<Counter> = Array::with_max_entries(SLICE_ENTRIES,
 #[unsafe(no_mangle)]
 static PORTMON_SLICE_COUNT: u32 = 1;
 #[unsafe(no_mangle)]
-static PORTMON_SHARED_SLICES: u32 = 0;
-#[unsafe(no_mangle)]
 static PORTMON_DEBUG: u32 = 0;
 
 #[inline(always)]
@@ -54,12 +52,12 @@ pub struct Slice {
 }
 
 impl Slice {
-    /// This CPU's slice.
+    /// This CPU's slice, in a program built for slices that are `SHARED` or one per CPU.
     #[inline(always)]
-    pub fn this_cpu() -> Self {
+    pub fn this_cpu<const SHARED: bool>() -> Self {
         // SAFETY: a helper with no arguments and no preconditions.
         let cpu = unsafe { bpf_get_smp_processor_id() };
-        let shared = global(&PORTMON_SHARED_SLICES) != 0;
+        let shared = SHARED;
         // Unshared: one slice per possible CPU, so `cpu` indexes it. Shared: a power-of-two
         // number of slices, masked.
         let index = if shared {

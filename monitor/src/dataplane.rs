@@ -8,8 +8,8 @@ use aya::{
 };
 use log::{info, warn};
 use monitor_common::layout::{
-    self, COUNTERS_MAP, DEFAULT_MAX_SLICES, GLOBAL_DEBUG, GLOBAL_PAYLOAD, GLOBAL_SHARED_SLICES,
-    GLOBAL_SLICE_COUNT, PAYLOAD_MAP, PINNED_MAPS, SlicePlan,
+    self, COUNTERS_MAP, DEFAULT_MAX_SLICES, GLOBAL_DEBUG, GLOBAL_PAYLOAD, GLOBAL_SLICE_COUNT,
+    PAYLOAD_MAP, PINNED_MAPS, SlicePlan,
 };
 
 use crate::{
@@ -27,6 +27,19 @@ pub const XDP_PROGRAM: &str = "portmon_xdp";
 pub const TC_EGRESS_PROGRAM: &str = "portmon_tc_egress";
 /// The TC ingress program (used where the XDP hook is taken).
 pub const TC_INGRESS_PROGRAM: &str = "portmon_tc_ingress";
+
+/// The object's build of program `name` (one of the names above) for `shared` slices.
+/// Every program comes in two builds, one per kind of slice, so that the kind costs the
+/// packet path nothing; only the build the slice plan needs is loaded.
+#[must_use]
+pub fn program_build(name: &'static str, shared: bool) -> &'static str {
+    match (name, shared) {
+        (XDP_PROGRAM, true) => "portmon_xdp_shared",
+        (TC_EGRESS_PROGRAM, true) => "portmon_tc_egress_shared",
+        (TC_INGRESS_PROGRAM, true) => "portmon_tc_ingress_shared",
+        _ => name,
+    }
+}
 
 /// The largest slice cap accepted: keeps `slices * SLICE_ENTRIES` within `u32`.
 pub const MAX_SLICES_LIMIT: u32 = 1024;
@@ -155,7 +168,6 @@ impl DataPlane {
         object: &[u8],
     ) -> Result<Self, LoadError> {
         let plan = options.plan()?;
-        let shared = u32::from(plan.shared);
         let debug = u32::from(options.debug);
         let payload = u32::from(options.payload);
         let mut loader = EbpfLoader::new();
@@ -163,7 +175,6 @@ impl DataPlane {
             .map_max_entries(COUNTERS_MAP, plan.map_entries())
             .map_max_entries(PAYLOAD_MAP, plan.payload_map_entries())
             .override_global(GLOBAL_SLICE_COUNT, &plan.slices, true)
-            .override_global(GLOBAL_SHARED_SLICES, &shared, true)
             .override_global(GLOBAL_DEBUG, &debug, true)
             .override_global(GLOBAL_PAYLOAD, &payload, true);
         if let Some(pins) = pins {
@@ -208,15 +219,18 @@ impl DataPlane {
     }
 
     fn load_programs(&mut self) -> Result<(), LoadError> {
+        let shared = self.plan.shared;
         let xdp = self.xdp_mut()?;
         xdp.load().map_err(|source| LoadError::Program {
-            name: XDP_PROGRAM,
+            name: program_build(XDP_PROGRAM, shared),
             source,
         })?;
         for name in [TC_EGRESS_PROGRAM, TC_INGRESS_PROGRAM] {
             let tc = self.classifier_mut(name)?;
-            tc.load()
-                .map_err(|source| LoadError::Program { name, source })?;
+            tc.load().map_err(|source| LoadError::Program {
+                name: program_build(name, shared),
+                source,
+            })?;
         }
         Ok(())
     }
@@ -238,10 +252,11 @@ impl DataPlane {
     /// # Errors
     /// When the object lacks it (a build problem).
     pub fn xdp_mut(&mut self) -> Result<&mut aya::programs::Xdp, LoadError> {
-        program_mut(&mut self.ebpf, XDP_PROGRAM)
+        program_mut(&mut self.ebpf, program_build(XDP_PROGRAM, self.plan.shared))
     }
 
-    /// A TC program by name.
+    /// A TC program by name ([`TC_EGRESS_PROGRAM`] or [`TC_INGRESS_PROGRAM`]), in the
+    /// build for this data plane's slices.
     ///
     /// # Errors
     /// When the object lacks it (a build problem).
@@ -249,7 +264,7 @@ impl DataPlane {
         &mut self,
         name: &'static str,
     ) -> Result<&mut aya::programs::SchedClassifier, LoadError> {
-        program_mut(&mut self.ebpf, name)
+        program_mut(&mut self.ebpf, program_build(name, self.plan.shared))
     }
 
     /// Maps the counter map for reading.

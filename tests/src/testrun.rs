@@ -35,7 +35,7 @@ use aya::{
     programs::{ProgramError, TestRun as _},
 };
 use monitor_common::{
-    layout::{Counter, Direction, IP_PROTOCOLS, L4, PORTS, Reason},
+    layout::{Counter, Direction, IP_PROTOCOLS, L4, PORTS, Reason, SlicePlan},
     parse::Parsed,
     payload::PayloadKind,
 };
@@ -259,6 +259,12 @@ impl Runner {
             payload_last,
             payload_scratch: PayloadTotals::default(),
         })
+    }
+
+    /// The slice plan the data plane was loaded with.
+    #[must_use]
+    pub fn plan(&self) -> SlicePlan {
+        self.data_plane.plan()
     }
 
     /// Starts classifying the payloads of `port` (of `l4`, in `direction`).

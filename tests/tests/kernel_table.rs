@@ -5,6 +5,7 @@
 
 use aya::programs::ProgramError;
 use monitor_common::layout::{Counter, Direction, L4, Reason};
+use portmon::dataplane::LoadOptions;
 use portmon_tests::{
     frames::{ETHERTYPE_ARP, Frame, Ipv4, Ipv6, TCP_SYN, Tcp, arp_request, cases, hex},
     testrun::{
@@ -15,7 +16,31 @@ use portmon_tests::{
 
 #[test]
 fn every_case_is_counted_once_in_its_counter_by_every_program() {
-    let mut runner = Runner::new().expect("the data plane loads (run as root)");
+    every_case_is_counted_once(LoadOptions::default(), "a slice per CPU");
+}
+
+/// The same table through the programs' other build, for slices shared by several CPUs
+/// (atomic adds), which `--max-slices 1` selects on any host.
+#[test]
+fn every_case_is_counted_once_by_the_shared_slice_build() {
+    every_case_is_counted_once(
+        LoadOptions {
+            max_slices: 1,
+            ..LoadOptions::default()
+        },
+        "one slice shared by every CPU",
+    );
+}
+
+fn every_case_is_counted_once(options: LoadOptions, layout: &str) {
+    let mut runner = Runner::with_options(options).expect("the data plane loads (run as root)");
+    // One slice for all CPUs is shared only where there are several possible CPUs.
+    assert_eq!(
+        runner.plan().shared,
+        options.max_slices == 1,
+        "{layout}: expected this slice plan on a host with several possible CPUs, got {:?}",
+        runner.plan()
+    );
     let mut failures = Vec::new();
     let (mut counted, mut refused) = (0, 0);
     for case in cases() {
@@ -59,7 +84,7 @@ fn every_case_is_counted_once_in_its_counter_by_every_program() {
     }
     assert!(
         failures.is_empty(),
-        "{} of {} runs failed:\n{}",
+        "{layout}: {} of {} runs failed:\n{}",
         failures.len(),
         counted + refused,
         failures.join("\n")
