@@ -1,12 +1,13 @@
 //! The fast paths: the common cases (TCP and UDP in IPv4 without options, untagged or under
-//! one VLAN tag, and right after the header of untagged IPv6), each from one read. Every
+//! one VLAN tag, and in untagged IPv6 right after its header, each from one read, or after
+//! one or two options headers). Every
 //! other frame goes to [`parse_general`], which starts where the fast path stopped.
 
 use super::{
-    ETH_HEADER_LEN, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_QINQ, ETHERTYPE_VLAN, IPPROTO_TCP,
-    IPPROTO_UDP, IPV4_MIN_HEADER_LEN, IPV6_HEADER_LEN, L4, Packet, Parsed, TCP_FLAG_ACK,
-    TCP_FLAG_SYN, TCP_MIN_HEADER_LEN, UDP_HEADER_LEN, VLAN_TAG_LEN, Window, length,
-    udp_payload_len, wire16,
+    ETH_HEADER_LEN, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_QINQ, ETHERTYPE_VLAN,
+    IPPROTO_DSTOPTS, IPPROTO_HOPOPTS, IPPROTO_ROUTING, IPPROTO_TCP, IPPROTO_UDP,
+    IPV4_MIN_HEADER_LEN, IPV6_HEADER_LEN, L4, Packet, Parsed, TCP_FLAG_ACK, TCP_FLAG_SYN,
+    TCP_MIN_HEADER_LEN, UDP_HEADER_LEN, VLAN_TAG_LEN, Window, length, udp_payload_len, wire16,
 };
 #[cfg(doc)]
 use super::{parse, parse_general, parse_l4};
@@ -57,13 +58,16 @@ pub fn parse_fast<P: Packet + ?Sized>(packet: &P, frame_len: usize) -> Result<Pa
         // header is within the first read, so a chain of extension headers costs one
         // test before the walk.
         let next_header = head.byte::<{ ETH_HEADER_LEN + 6 }>();
-        if next_header != IPPROTO_TCP && next_header != IPPROTO_UDP {
-            return Err(WalkStart::Ipv6);
-        }
-        return packet
-            .read::<IPV6_FAST_PATH_LEN>(0)
-            .and_then(|head| parse_ipv6_fast(&head, frame_len))
-            .ok_or(WalkStart::Ipv6);
+        let fast = if next_header == IPPROTO_TCP || next_header == IPPROTO_UDP {
+            packet
+                .read::<IPV6_FAST_PATH_LEN>(0)
+                .and_then(|head| parse_ipv6_fast(&head, frame_len))
+        } else if is_options_header(next_header) {
+            parse_ipv6_options_fast(packet, &head, frame_len)
+        } else {
+            None
+        };
+        return fast.ok_or(WalkStart::Ipv6);
     } else {
         None
     };
@@ -100,6 +104,72 @@ fn parse_ipv6_fast<W: Window<IPV6_FAST_PATH_LEN>>(head: &W, frame_len: usize) ->
         0,
         false,
     )
+}
+
+/// Options headers the IPv6 fast path walks before TCP or UDP; a longer chain takes the
+/// general walk.
+const FAST_OPTIONS_HEADERS: usize = 2;
+
+/// Hop-by-hop, routing and destination options: the extension headers whose length is
+/// counted the same way (RFC 8200) and that say nothing about the packet's verdict.
+#[inline(always)]
+fn is_options_header(next_header: u8) -> bool {
+    next_header == IPPROTO_HOPOPTS
+        || next_header == IPPROTO_DSTOPTS
+        || next_header == IPPROTO_ROUTING
+}
+
+/// [`parse_general`] specialised to TCP or UDP after up to [`FAST_OPTIONS_HEADERS`] options
+/// headers (hop-by-hop, routing, destination options) in untagged IPv6, given the frame's
+/// first [`FAST_PATH_LEN`] bytes (which hold the IPv6 fields read here); `None` for any
+/// other frame. Each header costs
+/// one 2-byte read and one length test, where the general walk also tests which of six
+/// kinds it is and counts the chain against its bound. Mirrors the general walk branch by
+/// branch (checked by the `fast_path_agrees_with_the_general_walk` test).
+#[inline(always)]
+fn parse_ipv6_options_fast<P: Packet + ?Sized, W: Window<FAST_PATH_LEN>>(
+    packet: &P,
+    head: &W,
+    frame_len: usize,
+) -> Option<Parsed> {
+    const IP: usize = ETH_HEADER_LEN;
+    if head.byte::<IP>() >> 4 != 6 {
+        return None;
+    }
+    let end = IPV6_FAST_L4 + usize::from(head.be16::<{ IP + 4 }>());
+    if end > frame_len {
+        return None;
+    }
+    let mut next_header = head.byte::<{ IP + 6 }>();
+    let mut cursor = IPV6_FAST_L4;
+    for _ in 0..FAST_OPTIONS_HEADERS {
+        if !is_options_header(next_header) {
+            break;
+        }
+        (next_header, cursor) = skip_options_header(packet, cursor, end)?;
+    }
+    // Any next header but TCP and UDP (a third options header among them) gets `None`
+    // from the verdict.
+    let l4 = packet.read::<L4_WINDOW_LEN>(cursor)?;
+    fast_l4_verdict(&L4Fields(&l4), next_header, cursor, end, 0, false)
+}
+
+/// The next header after the options header at `cursor`, and where it starts; `None` when
+/// the header does not end by `end`, the end of the IP packet.
+#[inline(always)]
+fn skip_options_header<P: Packet + ?Sized>(
+    packet: &P,
+    cursor: usize,
+    end: usize,
+) -> Option<(u8, usize)> {
+    // As in the general walk: the header is at least 8 bytes, all of them tested against
+    // `end` below.
+    let ext = packet.read::<2>(cursor)?;
+    let next = cursor + (usize::from(ext.byte::<1>()) + 1) * 8;
+    if next > end {
+        return None;
+    }
+    Some((ext.byte::<0>(), next))
 }
 
 /// [`parse_general`] specialised to a well-formed TCP or UDP packet in IPv4 whose header
@@ -197,6 +267,31 @@ impl<W: Window<IPV6_FAST_PATH_LEN>> FastFields for Ipv6Fields<'_, W> {
     }
 }
 
+/// Bytes of an L4 header the fast paths read: TCP up to its flags, which also covers UDP's.
+const L4_WINDOW_LEN: usize = 14;
+
+/// An L4 header read on its own, at a variable offset, in [`parse_ipv6_options_fast`].
+struct L4Fields<'a, W>(&'a W);
+
+impl<W: Window<L4_WINDOW_LEN>> FastFields for L4Fields<'_, W> {
+    #[inline(always)]
+    fn port(&self) -> u16 {
+        self.0.be16::<2>()
+    }
+    #[inline(always)]
+    fn tcp_data_offset(&self) -> u8 {
+        self.0.byte::<12>()
+    }
+    #[inline(always)]
+    fn tcp_flags(&self) -> u8 {
+        self.0.byte::<13>()
+    }
+    #[inline(always)]
+    fn udp_len(&self) -> u16 {
+        self.0.be16::<4>()
+    }
+}
+
 /// Where the fast paths' windows have the L4 header.
 const IPV4_FAST_L4: usize = ETH_HEADER_LEN + IPV4_MIN_HEADER_LEN;
 const IPV6_FAST_L4: usize = ETH_HEADER_LEN + IPV6_HEADER_LEN;
@@ -225,8 +320,10 @@ fn fast_l4_verdict<F: FastFields>(
                 l4: L4::Tcp,
                 port: fields.port(),
                 syn: fields.tcp_flags() & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN,
-                // At most 4 + 14 + 40 + 60 bytes.
-                #[expect(clippy::cast_possible_truncation, reason = "at most 118")]
+                #[expect(
+                    clippy::cast_possible_truncation,
+                    reason = "headers end by the IP packet's end, as in the general walk"
+                )]
                 payload_offset: (shift + l4_at + header_len) as u16,
                 payload_len: length(end - (l4_at + header_len)),
             }
@@ -243,7 +340,10 @@ fn fast_l4_verdict<F: FastFields>(
                 l4: L4::Udp,
                 port: fields.port(),
                 syn: false,
-                #[expect(clippy::cast_possible_truncation, reason = "at most 4 + 14 + 40 + 8")]
+                #[expect(
+                    clippy::cast_possible_truncation,
+                    reason = "headers end by the IP packet's end, as in the general walk"
+                )]
                 payload_offset: (shift + l4_at + UDP_HEADER_LEN) as u16,
                 payload_len: udp_payload_len(udp_len, end - l4_at, more_fragments),
             }

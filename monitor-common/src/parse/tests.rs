@@ -92,6 +92,57 @@ fn ipv6_tcp(dst_port: u16, flags: u8) -> Vec<u8> {
     f
 }
 
+/// An untagged IPv6 frame whose header is followed by the 8-byte options headers
+/// `options` (each naming the next), then a 20-byte TCP header to `dst_port`.
+fn ipv6_options_tcp(options: &[u8], dst_port: u16) -> Vec<u8> {
+    let mut frame = ipv6_tcp(dst_port, 0x10);
+    let tcp = frame.split_off(54);
+    let mut chain: Vec<u8> = options.to_vec();
+    chain.push(6);
+    frame[20] = chain[0];
+    for next in &chain[1..] {
+        frame.extend_from_slice(&[*next, 0, 1, 4, 0, 0, 0, 0]);
+    }
+    frame.extend_from_slice(&tcp);
+    let payload_len = u16::try_from(frame.len() - 54).unwrap_or(u16::MAX);
+    frame[18..20].copy_from_slice(&payload_len.to_be_bytes());
+    frame
+}
+
+/// Rows for the IPv6 options fast path: bytes set in [`ipv6_options_tcp`]'s frame with a
+/// hop-by-hop and a destination options header (next header at 20; the headers at 54 and
+/// 62, their lengths at 55 and 63; TCP at 70; payload length 36 at 18).
+const IPV6_OPTIONS_CASES: Cases = &[
+    ("options tcp ack", &[]),
+    ("options tcp syn", &[(83, 0x02)]),
+    ("options tcp syn-ack", &[(83, 0x12)]),
+    ("options tcp data offset 4", &[(82, 0x40)]),
+    ("options tcp data offset 6", &[(82, 0x60)]),
+    ("options tcp data offset 15", &[(82, 0xf0)]),
+    ("routing first", &[(20, 43)]),
+    ("destination options first", &[(20, 60)]),
+    ("ah second", &[(54, 51)]),
+    ("fragment second", &[(54, 44)]),
+    ("icmpv6 second", &[(54, 58)]),
+    ("tcp second", &[(54, 6)]),
+    ("udp after the options", &[(62, 17), (75, 16)]),
+    ("udp length 7 after the options", &[(62, 17), (75, 7)]),
+    ("udp length 31 after the options", &[(62, 17), (75, 31)]),
+    ("a third options header", &[(62, 0)]),
+    ("first header 16 bytes", &[(55, 1)]),
+    ("first header past the packet", &[(55, 255)]),
+    ("second header 16 bytes", &[(63, 1)]),
+    ("second header past the packet", &[(63, 4)]),
+    ("options payload length 0", &[(19, 0)]),
+    ("options payload length 8", &[(19, 8)]),
+    ("options payload length 16", &[(19, 16)]),
+    ("options payload length 35", &[(19, 35)]),
+    ("options payload length 37", &[(19, 37)]),
+    ("options payload length 46", &[(19, 46)]),
+    ("options payload length 292", &[(18, 1)]),
+    ("options version 4", &[(14, 0x40)]),
+];
+
 /// Edits of a base frame: (case, [(byte offset, value)]).
 type Cases = &'static [(&'static str, &'static [(usize, u8)])];
 
@@ -185,9 +236,11 @@ fn fast_path_agrees_with_the_general_walk() {
             &[[0x88, 0xa8, 0x00, 0x64], [0x81, 0x00, 0x00, 0x65]],
         ),
     ];
-    let bases: [(Vec<u8>, Cases); 2] = [
+    let bases: [(Vec<u8>, Cases); 4] = [
         (ipv4_tcp(443, 0x10), ipv4_cases),
         (ipv6_tcp(443, 0x10), IPV6_CASES),
+        (ipv6_options_tcp(&[0, 60], 443), IPV6_OPTIONS_CASES),
+        (ipv6_options_tcp(&[0], 443), IPV6_OPTIONS_CASES),
     ];
     for (base, cases) in &bases {
         for (name, edits) in *cases {
@@ -221,4 +274,31 @@ fn assert_agreement(base: &[u8], name: &str, edits: &[(usize, u8)], tags: &[(&st
             }
         }
     }
+}
+
+/// The IPv6 options fast path really takes the chains it is for (the agreement test
+/// alone would also pass if it never did).
+#[test]
+fn fast_path_takes_tcp_after_one_or_two_options_headers() {
+    for options in [&[0_u8][..], &[43], &[60], &[0, 60], &[0, 43], &[60, 60]] {
+        let frame = ipv6_options_tcp(options, 8443);
+        let headers = u16::try_from(54 + 8 * options.len() + 20).unwrap_or(u16::MAX);
+        assert_eq!(
+            parse_fast(frame.as_slice(), frame.len()),
+            Ok(Parsed::Port {
+                l4: L4::Tcp,
+                port: 8443,
+                syn: false,
+                payload_offset: headers,
+                payload_len: 0,
+            }),
+            "options headers {options:?}"
+        );
+    }
+    let three = ipv6_options_tcp(&[0, 60, 43], 8443);
+    assert_eq!(
+        parse_fast(three.as_slice(), three.len()),
+        Err(WalkStart::Ipv6),
+        "three options headers are left to the general walk"
+    );
 }
