@@ -171,6 +171,7 @@ pub fn parse<P: Packet + ?Sized>(packet: &P, frame_len: usize) -> Parsed {
 pub fn parse_general<P: Packet + ?Sized>(packet: &P, frame_len: usize, start: WalkStart) -> Parsed {
     let mut ethertype = match start {
         WalkStart::Ipv6 => return parse_ipv6(packet, ETH_HEADER_LEN, frame_len),
+        WalkStart::NonIp => return Parsed::reason(Reason::NonIp),
         WalkStart::Ethertype(ethertype) => ethertype,
         WalkStart::Frame => match packet.read::<ETH_HEADER_LEN>(0) {
             Some(eth) => eth.be16::<12>(),

@@ -25,6 +25,8 @@ pub enum WalkStart {
     Ethertype(u16),
     /// At the IPv6 header of an untagged frame (the fast path has read the ethertype).
     Ipv6,
+    /// Nowhere: the fast path found an ethertype that is neither IP nor a VLAN tag.
+    NonIp,
 }
 
 /// [`parse`]'s verdict on the common cases, TCP and UDP in IPv4 without options,
@@ -69,7 +71,8 @@ pub fn parse_fast<P: Packet + ?Sized>(packet: &P, frame_len: usize) -> Result<Pa
         };
         return fast.ok_or(WalkStart::Ipv6);
     } else {
-        None
+        // Neither IP nor a tag: nothing left for the walk to look at.
+        return Err(WalkStart::NonIp);
     };
     fast.ok_or(WalkStart::Ethertype(u16::from_be(ethertype)))
 }
