@@ -76,7 +76,7 @@ fn count_xdp<const SHARED: bool>(
     // across the parse is a register the parse cannot use.
     let slice = Slice::this_cpu::<SHARED>();
     count(ctx, slice, Direction::Ingress, parsed, frame_len as u64, 1);
-    payload::count(ctx, packet, slice, Direction::Ingress, parsed);
+    payload::count::<SHARED, _, _>(ctx, packet, Direction::Ingress, parsed);
 }
 
 /// Egress: every packet the stack sends, before segmentation offload.
@@ -120,7 +120,7 @@ fn count_skb<const SHARED: bool>(ctx: &TcContext, direction: Direction) {
     count(ctx, slice, direction, &parsed, wire_bytes, segments);
     // Once per skb, not per segment: only the first segment starts with the payload's
     // first bytes.
-    payload::count(ctx, &packet, slice, direction, &parsed);
+    payload::count::<SHARED, _, _>(ctx, &packet, direction, &parsed);
 }
 
 #[cfg(not(test))]

@@ -56,10 +56,9 @@ fn bounded_offset(offset: u16) -> usize {
 /// A packet without payload costs the `payload_len` test only; an untracked one, one array
 /// lookup more. Nothing is counted for [`PayloadKind::Other`]: only signatures have cells.
 #[inline(always)]
-pub fn count<C: EbpfContext, P: Packet + ?Sized>(
+pub fn count<const SHARED: bool, C: EbpfContext, P: Packet + ?Sized>(
     ctx: &C,
     packet: &P,
-    slice: Slice,
     direction: Direction,
     parsed: &Parsed,
 ) {
@@ -106,6 +105,12 @@ pub fn count<C: EbpfContext, P: Packet + ?Sized>(
         reason = "below PAYLOAD_SLOTS, checked"
     )]
     let slot = slot as u32;
+    // Looked up again rather than kept from the counting: few packets get this far, and
+    // a value kept across the classification cost every packet a spill. The same slice:
+    // a program never changes CPU while it runs (the kernel runs BPF programs
+    // with migration disabled: `cant_migrate()` in `__bpf_prog_run()`,
+    // include/linux/filter.h).
+    let slice = Slice::this_cpu::<SHARED>();
     let index = slice
         .index
         .wrapping_mul(PAYLOAD_SLICE_ENTRIES)
