@@ -89,24 +89,32 @@ const IPV6_FAST_PATH_LEN: usize = ETH_HEADER_LEN + IPV6_HEADER_LEN + 14;
 /// `fast_path_agrees_with_the_general_walk` test).
 #[inline(always)]
 fn parse_ipv6_fast<W: Window<IPV6_FAST_PATH_LEN>>(head: &W, frame_len: usize) -> Option<Parsed> {
-    const IP: usize = ETH_HEADER_LEN;
-    const L4_AT: usize = IPV6_FAST_L4;
-    if head.byte::<IP>() >> 4 != 6 {
-        return None;
-    }
-    // A payload length of 0 (a jumbogram) fails the L4 tests below, as in the walk.
-    let end = L4_AT + usize::from(head.be16::<{ IP + 4 }>());
-    if end > frame_len {
-        return None;
-    }
+    let end = ipv6_end(head, frame_len)?;
     fast_l4_verdict(
         &Ipv6Fields(head),
-        head.byte::<{ IP + 6 }>(),
-        L4_AT,
+        head.byte::<{ ETH_HEADER_LEN + 6 }>(),
+        IPV6_FAST_L4,
         end,
         0,
         false,
     )
+}
+
+/// Where the IPv6 packet of an untagged frame ends (in frame offsets), given a window of
+/// the frame's first `N` bytes; `None` if the version is not 6 or the packet does not end
+/// within the frame. A payload length of 0 (a jumbogram) passes here and fails the L4
+/// tests after, as in the general walk.
+#[inline(always)]
+fn ipv6_end<const N: usize, W: Window<N>>(head: &W, frame_len: usize) -> Option<usize> {
+    const IP: usize = ETH_HEADER_LEN;
+    if head.byte::<IP>() >> 4 != 6 {
+        return None;
+    }
+    let end = IPV6_FAST_L4 + usize::from(head.be16::<{ IP + 4 }>());
+    if end > frame_len {
+        return None;
+    }
+    Some(end)
 }
 
 /// Options headers the IPv6 fast path walks before TCP or UDP; a longer chain takes the
@@ -125,25 +133,18 @@ fn is_options_header(next_header: u8) -> bool {
 /// [`parse_general`] specialised to TCP or UDP after up to [`FAST_OPTIONS_HEADERS`] options
 /// headers (hop-by-hop, routing, destination options) in untagged IPv6, given the frame's
 /// first [`FAST_PATH_LEN`] bytes (which hold the IPv6 fields read here); `None` for any
-/// other frame. Each header costs
-/// one 2-byte read and one length test, where the general walk also tests which of six
-/// kinds it is and counts the chain against its bound. Mirrors the general walk branch by
-/// branch (checked by the `fast_path_agrees_with_the_general_walk` test).
+/// other frame. Each header costs one 2-byte read and one length test, where the general
+/// walk also tests which of six kinds it is and counts the chain against its bound. Mirrors
+/// the general walk branch by branch (checked by the `fast_path_agrees_with_the_general_walk`
+/// test).
 #[inline(always)]
 fn parse_ipv6_options_fast<P: Packet + ?Sized, W: Window<FAST_PATH_LEN>>(
     packet: &P,
     head: &W,
     frame_len: usize,
 ) -> Option<Parsed> {
-    const IP: usize = ETH_HEADER_LEN;
-    if head.byte::<IP>() >> 4 != 6 {
-        return None;
-    }
-    let end = IPV6_FAST_L4 + usize::from(head.be16::<{ IP + 4 }>());
-    if end > frame_len {
-        return None;
-    }
-    let mut next_header = head.byte::<{ IP + 6 }>();
+    let end = ipv6_end(head, frame_len)?;
+    let mut next_header = head.byte::<{ ETH_HEADER_LEN + 6 }>();
     let mut cursor = IPV6_FAST_L4;
     for _ in 0..FAST_OPTIONS_HEADERS {
         if !is_options_header(next_header) {
