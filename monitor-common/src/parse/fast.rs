@@ -227,74 +227,56 @@ trait FastFields {
     fn udp_len(&self) -> u16;
 }
 
-/// L4 after a 20-byte IPv4 header, in [`parse_ipv4_fast`]'s window.
-struct Ipv4Fields<'a, W>(&'a W);
+/// Defines `$name`, the L4 fields of a `$len`-byte window whose L4 header starts at `$l4`.
+/// A macro because the offsets are const generics: a type generic over `$l4` would need
+/// `generic_const_exprs` to add to it. The field offsets (RFC 9293, RFC 768) are here once.
+macro_rules! fast_fields {
+    ($(#[$doc:meta])* $name:ident, $len:expr, $l4:expr) => {
+        $(#[$doc])*
+        struct $name<'a, W>(&'a W);
 
-impl<W: Window<FAST_PATH_LEN>> FastFields for Ipv4Fields<'_, W> {
-    #[inline(always)]
-    fn port(&self) -> u16 {
-        self.0.be16::<{ IPV4_FAST_L4 + 2 }>()
-    }
-    #[inline(always)]
-    fn tcp_data_offset(&self) -> u8 {
-        self.0.byte::<{ IPV4_FAST_L4 + 12 }>()
-    }
-    #[inline(always)]
-    fn tcp_flags(&self) -> u8 {
-        self.0.byte::<{ IPV4_FAST_L4 + 13 }>()
-    }
-    #[inline(always)]
-    fn udp_len(&self) -> u16 {
-        self.0.be16::<{ IPV4_FAST_L4 + 4 }>()
-    }
+        impl<W: Window<{ $len }>> FastFields for $name<'_, W> {
+            #[inline(always)]
+            fn port(&self) -> u16 {
+                self.0.be16::<{ $l4 + 2 }>()
+            }
+            #[inline(always)]
+            fn tcp_data_offset(&self) -> u8 {
+                self.0.byte::<{ $l4 + 12 }>()
+            }
+            #[inline(always)]
+            fn tcp_flags(&self) -> u8 {
+                self.0.byte::<{ $l4 + 13 }>()
+            }
+            #[inline(always)]
+            fn udp_len(&self) -> u16 {
+                self.0.be16::<{ $l4 + 4 }>()
+            }
+        }
+    };
 }
 
-/// L4 right after the IPv6 header, in [`parse_ipv6_fast`]'s window.
-struct Ipv6Fields<'a, W>(&'a W);
-
-impl<W: Window<IPV6_FAST_PATH_LEN>> FastFields for Ipv6Fields<'_, W> {
-    #[inline(always)]
-    fn port(&self) -> u16 {
-        self.0.be16::<{ IPV6_FAST_L4 + 2 }>()
-    }
-    #[inline(always)]
-    fn tcp_data_offset(&self) -> u8 {
-        self.0.byte::<{ IPV6_FAST_L4 + 12 }>()
-    }
-    #[inline(always)]
-    fn tcp_flags(&self) -> u8 {
-        self.0.byte::<{ IPV6_FAST_L4 + 13 }>()
-    }
-    #[inline(always)]
-    fn udp_len(&self) -> u16 {
-        self.0.be16::<{ IPV6_FAST_L4 + 4 }>()
-    }
-}
+fast_fields!(
+    /// L4 after a 20-byte IPv4 header, in [`parse_ipv4_fast`]'s window.
+    Ipv4Fields,
+    FAST_PATH_LEN,
+    IPV4_FAST_L4
+);
+fast_fields!(
+    /// L4 right after the IPv6 header, in [`parse_ipv6_fast`]'s window.
+    Ipv6Fields,
+    IPV6_FAST_PATH_LEN,
+    IPV6_FAST_L4
+);
+fast_fields!(
+    /// An L4 header read on its own, at a variable offset, in [`parse_ipv6_options_fast`].
+    L4Fields,
+    L4_WINDOW_LEN,
+    0
+);
 
 /// Bytes of an L4 header the fast paths read: TCP up to its flags, which also covers UDP's.
 const L4_WINDOW_LEN: usize = 14;
-
-/// An L4 header read on its own, at a variable offset, in [`parse_ipv6_options_fast`].
-struct L4Fields<'a, W>(&'a W);
-
-impl<W: Window<L4_WINDOW_LEN>> FastFields for L4Fields<'_, W> {
-    #[inline(always)]
-    fn port(&self) -> u16 {
-        self.0.be16::<2>()
-    }
-    #[inline(always)]
-    fn tcp_data_offset(&self) -> u8 {
-        self.0.byte::<12>()
-    }
-    #[inline(always)]
-    fn tcp_flags(&self) -> u8 {
-        self.0.byte::<13>()
-    }
-    #[inline(always)]
-    fn udp_len(&self) -> u16 {
-        self.0.be16::<4>()
-    }
-}
 
 /// Where the fast paths' windows have the L4 header.
 const IPV4_FAST_L4: usize = ETH_HEADER_LEN + IPV4_MIN_HEADER_LEN;
