@@ -302,3 +302,31 @@ fn fast_path_takes_tcp_after_one_or_two_options_headers() {
         "three options headers are left to the general walk"
     );
 }
+
+/// The IPv4 (untagged and under one tag) and plain IPv6 fast paths really take TCP: the
+/// agreement test alone also passes when a fast path declines every frame.
+#[test]
+fn fast_path_takes_tcp_in_ipv4_tagged_ipv4_and_ipv6() {
+    let untagged = ipv4_tcp(443, 0x02);
+    let mut tagged = untagged[..12].to_vec();
+    tagged.extend_from_slice(&[0x81, 0x00, 0x00, 0x64]);
+    tagged.extend_from_slice(&untagged[12..]);
+    let ipv6 = ipv6_tcp(443, 0x02);
+    for (name, frame, headers) in [
+        ("ipv4", untagged, 54),
+        ("ipv4 under 802.1q", tagged, 58),
+        ("ipv6", ipv6, 74),
+    ] {
+        assert_eq!(
+            parse_fast(frame.as_slice(), frame.len()),
+            Ok(Parsed::Port {
+                l4: L4::Tcp,
+                port: 443,
+                syn: true,
+                payload_offset: headers,
+                payload_len: 0,
+            }),
+            "{name}"
+        );
+    }
+}
